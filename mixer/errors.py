@@ -1,0 +1,36 @@
+"""The few exceptions mixer raises for things a user can fix.
+
+Every message says what is wrong, where (a recipe key such as ``sources.replay.weight`` or a
+location such as ``web.jsonl:812``), why, and how to fix it, on one line. The CLI prints it as
+``error: <message>`` and exits with status 2; library callers catch :class:`MixerError`.
+"""
+
+from __future__ import annotations
+
+
+class MixerError(Exception):
+    """Base class: a mistake in a recipe, an input, an output folder or a call."""
+
+
+class RecipeError(MixerError):
+    """The recipe is invalid (unknown key, wrong type, missing file, bad value)."""
+
+
+class InputError(MixerError):
+    """An input document or file cannot be read (raised as such only with ``--strict``)."""
+
+
+class TokenizerError(MixerError):
+    """The tokenizer cannot be loaded or lacks a token the recipe needs."""
+
+
+class OutputError(MixerError):
+    """An output folder is missing, incomplete, corrupted or cannot be written."""
+
+
+class PlanError(MixerError):
+    """The mixture cannot be planned as asked (too few blocks for ``max_epochs``, ...)."""
+
+
+class StateError(MixerError):
+    """A resume state or a rank/world-size/batch-size setting does not fit the plan."""

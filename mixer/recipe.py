@@ -1,0 +1,387 @@
+"""recipe.yaml -> frozen dataclasses, with every check done before any work starts.
+
+A recipe is data, never code: it is read with a safe YAML loader that also refuses duplicate
+keys. Relative paths resolve against the recipe's folder. Every mistake raises
+:class:`RecipeError` naming the file and the key (``demo.yaml: sources.web.weight: ...``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import glob
+import math
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mixer._keys import Keys
+from mixer.errors import RecipeError
+
+#: File types a source may list, longest suffix first.
+FILE_KINDS = (".jsonl.gz", ".jsonl.zst", ".jsonl", ".json", ".parquet", ".txt")
+TXT_MODES = ("file", "line", "paragraph")
+SHUFFLES = ("blocks", "shards", "none")
+TIKTOKEN_PATTERNS = ("llama3", "qwen")
+DEFAULT_SHARD_SIZE = 1 << 26  # 64 MiB of uncompressed blocks per MDS shard
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """The input type of ``path`` by its suffix (``".jsonl.zst"``...), or None if unsupported."""
+    name = os.fspath(path).lower()
+    return next((k for k in FILE_KINDS if name.endswith(k)), None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerSpec:
+    kind: str  # "path" (tokenizer.json), "hf" (hub name) or "tiktoken" (BPE rank file)
+    location: str  # a resolved file path, or a hub name for kind "hf"
+    pattern: str | None = None  # tiktoken only: "llama3", "qwen" or a literal regex
+    revision: str | None = None  # hf only
+    bos: bool = False
+    eos: bool = True
+    bos_token: str | None = None
+    eos_token: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class HFSpec:
+    path: str  # a hub name, a builder name ("json", "parquet") or a resolved local folder
+    name: str | None = None
+    split: str = "train"
+    data_files: Any = None  # str | list[str] | dict[str, str | list[str]], paths resolved
+    revision: str | None = None
+    streaming: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationSpec:
+    docs: int | None = None
+    fraction: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.docs) or bool(self.fraction)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceSpec:
+    name: str
+    weight: float
+    files: tuple[str, ...] = ()  # resolved, expanded, in reading order
+    hf: HFSpec | None = None
+    text_field: str = "text"
+    encoding: str = "utf-8"
+    txt_mode: str = "file"
+    validation: ValidationSpec = ValidationSpec()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixtureSpec:
+    samples: int | None = None
+    tokens: int | None = None
+    max_epochs: float | None = None
+    shuffle: str = "blocks"  # "blocks" (whole source), "shards" (shards, then a window), "none"
+    window: int = 8  # shards per window with shuffle: shards
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    name: str
+    seq_len: int
+    tokenizer: TokenizerSpec
+    sources: tuple[SourceSpec, ...]
+    seed: int = 0
+    mixture: MixtureSpec = MixtureSpec()
+    packing: str = "concat"
+    remainder: str = "drop"
+    shard_size: int = DEFAULT_SHARD_SIZE
+    output: str | None = None
+    path: str | None = None  # the recipe file, for messages
+
+    def source(self, name: str) -> SourceSpec:
+        return next(s for s in self.sources if s.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as resolved (paths absolute, globs expanded, defaults filled), without
+        where it was read from and where it is written: moving a build keeps its identity."""
+        d = asdict(self)
+        del d["output"], d["path"]
+        return d
+
+
+def load_recipe(path: str | os.PathLike, output: str | None = None) -> Recipe:
+    """Read and validate ``path``; ``output`` (the CLI's ``--output``) overrides ``output:``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: cannot read the recipe: {e}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{path}{where}: invalid YAML: {problem}") from None
+    return parse_recipe(data, base_dir=path.parent, origin=str(path), output=output)
+
+
+def parse_recipe(
+    data: Any, *, base_dir: str | os.PathLike, origin: str = "recipe", output: str | None = None
+) -> Recipe:
+    """Validate an already-parsed recipe mapping (paths resolve against ``base_dir``)."""
+    base = Path(base_dir).resolve()
+    top = Keys(data, "", origin)
+    name = top.str("name", default=Path(origin).stem)
+    seq_len = top.int("seq_len", required=True, minimum=2)
+    seed = top.int("seed", default=0, minimum=0)
+    packing = top.choice("packing", ("concat",), default="concat")
+    remainder = top.choice("remainder", ("drop", "pad"), default="drop")
+    shard_size = _size(top, "shard_size", DEFAULT_SHARD_SIZE)
+    tok = _tokenizer(top.mapping("tokenizer", required=True), base)
+    default_val = _validation(top.mapping("validation"))
+    mixture = _mixture(top.mapping("mixture"))
+    out = top.str("output")
+    out = output if output is not None else (str((base / out).resolve()) if out else None)
+    srcs = top.mapping("sources", required=True)
+    if not srcs.data:
+        raise RecipeError(f"{origin}: sources: at least one source is needed")
+    sources = tuple(
+        _source(srcs.mapping(key, required=True), key, base, default_val) for key in srcs.names()
+    )
+    top.finish()
+    return Recipe(
+        name=name,
+        seq_len=seq_len,
+        seed=seed,
+        tokenizer=tok,
+        sources=sources,
+        mixture=mixture,
+        packing=packing,
+        remainder=remainder,
+        shard_size=shard_size,
+        output=out,
+        path=origin,
+    )
+
+
+def _tokenizer(k: Keys, base: Path) -> TokenizerSpec:
+    given = [key for key in ("path", "hf", "tiktoken") if key in k.data]
+    if len(given) != 1:
+        found = f"got {', '.join(given)}" if given else "got none"
+        raise k.error("exactly one of path, hf or tiktoken is needed", f"({found})")
+    kind = given[0]
+    value = k.str(kind, required=True)
+    location = value if kind == "hf" else str(_existing_file(k, kind, value, base))
+    pattern = k.str("pattern") if kind == "tiktoken" else None
+    if kind == "tiktoken" and pattern is None:
+        raise k.error(
+            "tiktoken needs `pattern:`", f"({', '.join(TIKTOKEN_PATTERNS)} or a literal regex)"
+        )
+    spec = TokenizerSpec(
+        kind=kind,
+        location=location,
+        pattern=pattern,
+        revision=k.str("revision") if kind == "hf" else None,
+        bos=k.bool("bos", default=False),
+        eos=k.bool("eos", default=True),
+        bos_token=k.str("bos_token"),
+        eos_token=k.str("eos_token"),
+    )
+    k.finish()
+    return spec
+
+
+def _existing_file(k: Keys, key: str, value: str, base: Path) -> Path:
+    p = (base / value).resolve()
+    if not p.is_file():
+        raise RecipeError(f"{k.origin}: {k.path(key)}: no such file: {p}")
+    return p
+
+
+def _validation(k: Keys) -> ValidationSpec:
+    if not k.data:
+        k.finish()
+        return ValidationSpec()
+    docs = k.int("docs", minimum=0)
+    fraction = k.float("fraction")
+    if (docs is None) == (fraction is None):
+        raise k.error("give exactly one of docs or fraction")
+    if fraction is not None and not 0 <= fraction < 1:
+        raise RecipeError(f"{k.origin}: {k.path('fraction')}: must be in [0, 1), got {fraction}")
+    k.finish()
+    return ValidationSpec(docs=docs, fraction=fraction)
+
+
+def _mixture(k: Keys) -> MixtureSpec:
+    samples = k.int("samples", minimum=1)
+    tokens = k.int("tokens", minimum=1)
+    if samples is not None and tokens is not None:
+        raise k.error("give samples or tokens, not both")
+    max_epochs = k.float("max_epochs")
+    if max_epochs is not None and max_epochs <= 0:
+        raise RecipeError(f"{k.origin}: {k.path('max_epochs')}: must be > 0, got {max_epochs}")
+    shuffle = k.choice("shuffle", SHUFFLES, default="blocks")
+    window = k.int("window", default=8, minimum=1)
+    k.finish()
+    return MixtureSpec(
+        samples=samples, tokens=tokens, max_epochs=max_epochs, shuffle=shuffle, window=window
+    )
+
+
+def _source(k: Keys, name: str, base: Path, default_val: ValidationSpec) -> SourceSpec:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise RecipeError(
+            f"{k.origin}: sources.{name}: a source name must be 1-64 letters, digits, '_', '-'"
+            " or '.', starting with a letter or digit (it names a folder of the output)"
+        )
+    weight = k.float("weight", required=True)
+    if not (weight > 0 and math.isfinite(weight)):
+        raise RecipeError(f"{k.origin}: {k.path('weight')}: must be > 0, got {weight}")
+    has_files, has_hf = "files" in k.data, "hf" in k.data
+    if has_files == has_hf:
+        raise k.error("give exactly one of files or hf")
+    txt_mode = k.choice("txt_mode", TXT_MODES, default="file")
+    encoding = k.str("encoding", default="utf-8")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise RecipeError(
+            f"{k.origin}: {k.path('encoding')}: unknown encoding {encoding!r}"
+        ) from None
+    if not "\n a".encode(encoding, "replace").endswith(b"\n a"):  # utf-8-sig adds a BOM
+        raise RecipeError(
+            f"{k.origin}: {k.path('encoding')}: {encoding} is not ASCII-compatible; inputs are"
+            " split into lines on b'\\n': convert the files to UTF-8 (iconv -t UTF-8)"
+        )
+    val = _validation(k.mapping("validation")) if "validation" in k.data else default_val
+    spec = SourceSpec(
+        name=name,
+        weight=weight,
+        text_field=k.str("text_field", default="text"),
+        encoding=encoding,
+        txt_mode=txt_mode,
+        validation=val,
+        files=_files(k, base) if has_files else (),
+        hf=_hf(k.mapping("hf"), base) if has_hf else None,
+    )
+    k.finish()
+    return spec
+
+
+def _files(k: Keys, base: Path) -> tuple[str, ...]:
+    raw = k.data["files"]
+    patterns = [raw] if isinstance(raw, str) else raw
+    if (
+        not isinstance(patterns, list)
+        or not patterns
+        or not all(isinstance(p, str) for p in patterns)
+    ):
+        raise k.error("files: must be a glob or a non-empty list of paths/globs", key="files")
+    k.used("files")
+    files: list[str] = []
+    for pattern in patterns:
+        full = str(base / pattern)
+        if glob.has_magic(pattern):
+            matches = sorted(m for m in glob.glob(full, recursive=True) if os.path.isfile(m))
+        else:
+            matches = [full] if os.path.isfile(full) else []
+        if not matches:
+            raise RecipeError(
+                f"{k.origin}: {k.path('files')}: no file matches {pattern!r} (in {base})"
+            )
+        for m in matches:
+            if file_kind(m) is None:
+                raise RecipeError(
+                    f"{k.origin}: {k.path('files')}: {m}: unsupported file type"
+                    f" (supported: {', '.join(FILE_KINDS)})"
+                )
+            files.append(str(Path(m).resolve()))
+    return tuple(files)
+
+
+def _hf(k: Keys, base: Path) -> HFSpec:
+    path = k.str("path", required=True)
+    local = base / path
+    if local.exists():  # a local dataset folder or script; else a hub or builder name
+        path = str(local.resolve())
+    data_files = k.data.get("data_files")
+    k.used("data_files")
+    spec = HFSpec(
+        path=path,
+        name=k.str("name"),
+        split=k.str("split", default="train"),
+        data_files=_resolve_data_files(k, data_files, base),
+        revision=k.str("revision"),
+        streaming=k.bool("streaming", default=True),
+    )
+    k.finish()
+    return spec
+
+
+def _resolve_data_files(k: Keys, value: Any, base: Path) -> Any:
+    def one(p: Any) -> str:
+        if not isinstance(p, str):
+            raise k.error(
+                "data_files: must be a path, a list of paths or a split mapping", key="data_files"
+            )
+        return p if "://" in p else str(base / p)
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return one(value)
+    if isinstance(value, list):
+        return [one(p) for p in value]
+    if isinstance(value, dict):
+        return {
+            str(s): ([one(p) for p in v] if isinstance(v, list) else one(v))
+            for s, v in value.items()
+        }
+    return one(value)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.I)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def _size(k: Keys, key: str, default: int) -> int:
+    value = k.data.get(key, default)
+    k.used(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        unit = m.group(2).lower()
+        scale = 1024 ** " kmgt".index(unit[0]) if "i" in unit else _UNITS[unit[:1]]
+        n = int(float(m.group(1)) * scale)
+    else:
+        raise RecipeError(
+            f"{k.origin}: {k.path(key)}: expected a size such as 64MiB, got {value!r}"
+        )
+    if not 1 << 10 <= n < 1 << 32:
+        raise RecipeError(
+            f"{k.origin}: {k.path(key)}: must be between 1KiB and 4GiB, got {value!r}"
+        )
+    return n
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 (PyYAML's signature)
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
