@@ -1,0 +1,333 @@
+"""`mixer build`: recipe -> work units -> token spill files -> packed MDS shards -> manifest.
+
+Phases: (1) load the tokenizer and plan the units (any error here is a recipe mistake, nothing
+is written); (2) hash the inputs and tokenize every unit in the executor, spilling ids to a
+temporary folder next to the output; (3) per source, stream the spill files in unit order,
+route each document to train or validation by its text hash, pack and write MDS shards;
+(4) write the manifest and publish the folder with a rename. Results are merged in unit order,
+so the bytes written do not depend on ``workers``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from mixer import __version__
+from mixer.errors import InputError, OutputError, RecipeError
+from mixer.executor import LocalExecutor, default_workers, emit, worker_state
+from mixer.manifest import FILENAME, FORMAT, Manifest
+from mixer.pack import Packer
+from mixer.planfile import save_plan, train_plan
+from mixer.progress import BuildProgress
+from mixer.recipe import Recipe, SourceSpec, ValidationSpec
+from mixer.shards import ShardWriter
+from mixer.sources import Unit, plan_units
+from mixer.tokenizer import Encoder, TokenizerInfo, load_tokenizer, sha256_file
+from mixer.work import DOC_DTYPE, UnitResult, run_unit, unit_paths
+
+CHUNK_DOCS = 1 << 20  # documents routed and packed per step in the merge phase
+HIST_BINS = 40  # document-length histogram: bin k counts lengths in [2^k, 2^(k+1))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Task:
+    unit: Unit
+    spec: SourceSpec
+    work_dir: Path
+    strict: bool
+    keep_smallest: int
+
+
+def _setup(tokenizer_json: str, bos_id, eos_id, dtype: str) -> dict:
+    return {"encoder": Encoder(tokenizer_json, bos_id=bos_id, eos_id=eos_id, dtype=dtype)}
+
+
+def _run(task: _Task) -> UnitResult:
+    return run_unit(
+        task.unit,
+        task.spec,
+        worker_state()["encoder"],
+        task.work_dir,
+        strict=task.strict,
+        keep_smallest=task.keep_smallest,
+        progress=emit,
+    )
+
+
+def build(
+    recipe: Recipe,
+    *,
+    workers: int | None = None,
+    strict: bool = False,
+    console: Console | None = None,
+    show_progress: bool | None = None,
+) -> Manifest:
+    """Build ``recipe`` into ``recipe.output``; returns the published manifest."""
+    console = console or Console(stderr=True)
+    if recipe.output is None:
+        raise RecipeError(f"{recipe.path}: output: missing; set `output:` or pass --output")
+    out = Path(recipe.output)
+    _check_target(out)
+    started = time.perf_counter()
+    tok = load_tokenizer(recipe.tokenizer)
+    units = {s.name: plan_units(s) for s in recipe.sources}
+    work = _make_work_dir(out)
+    try:
+        workers = workers or default_workers()
+        setup = functools.partial(_setup, tok.json, tok.bos_id, tok.eos_id, tok.dtype)
+        totals = {name: sum(u.size for u in us) for name, us in units.items()}
+        enabled = console.is_terminal if show_progress is None else show_progress
+        with (
+            BuildProgress(totals, console, enabled) as bar,
+            LocalExecutor(workers, setup, on_event=bar.update) as ex,
+        ):
+            files = [f for s in recipe.sources for f in s.files]
+            hashes = dict(zip(files, ex.map(sha256_file, files), strict=True))
+            tasks = [
+                _Task(
+                    unit=u,
+                    spec=s,
+                    work_dir=work,
+                    strict=strict,
+                    keep_smallest=s.validation.docs or 0,
+                )
+                for s in recipe.sources
+                for u in units[s.name]
+            ]
+            results = list(ex.map(_run, tasks))
+        sources = {
+            s.name: _merge_source(
+                recipe,
+                s,
+                units[s.name],
+                [r for r in results if r.source == s.name],
+                tok,
+                work,
+                hashes,
+            )
+            for s in recipe.sources
+        }
+        shutil.rmtree(work / "units", ignore_errors=True)
+        manifest = _write_manifest(recipe, tok, sources, work)
+        save_plan(train_plan(manifest, recipe.to_dict()["mixture"]), work)
+        _report(console, manifest, time.perf_counter() - started)
+        _publish(work, out)
+        return Manifest.load(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _check_target(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; choose another output")
+    if out.is_dir() and any(out.iterdir()) and not (out / FILENAME).exists():
+        raise OutputError(
+            f"{out}: exists, is not empty and is not a mixer output; remove it or choose another"
+            " output (mixer only replaces its own builds)"
+        )
+
+
+def _make_work_dir(out: Path) -> Path:
+    work = out.parent / f".{out.name}.building-{os.getpid()}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+    except OSError as e:
+        raise OutputError(f"{out.parent}: cannot write the output here ({e.strerror})") from None
+    return work
+
+
+def _val_threshold(val: ValidationSpec, results: list[UnitResult]) -> int | None:
+    """Documents whose hash is <= this go to validation (None: no validation split).
+
+    ``docs: N`` takes the N smallest hashes over the whole source; identical texts share a
+    hash, so duplicates of a held-out document are held out too (no train/val leakage).
+    """
+    if val.fraction:
+        return min(int(val.fraction * 2**64), 2**64) - 1
+    if val.docs:
+        smallest = np.sort(np.concatenate([r.smallest for r in results]))
+        return int(smallest[min(val.docs, smallest.size) - 1]) if smallest.size else None
+    return None
+
+
+class _Split:
+    """One split of one source being written: packer, shard writer and counters."""
+
+    def __init__(self, recipe: Recipe, tok: TokenizerInfo, folder: Path):
+        self.packer = Packer(recipe.seq_len, tok.dtype)
+        self.writer = ShardWriter(
+            folder, seq_len=recipe.seq_len, dtype=tok.dtype, shard_size=recipe.shard_size
+        )
+        self.hist = np.zeros(HIST_BINS, np.int64)
+
+    def feed(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
+        if lengths.size:
+            self.writer.write(self.packer.feed(tokens, lengths))
+            bins = np.minimum(np.log2(lengths).astype(np.int64), HIST_BINS - 1)
+            self.hist += np.bincount(bins, minlength=HIST_BINS)
+
+    def finish(self, remainder: str, pad_id: int) -> dict:
+        last, dropped, padding = self.packer.finish(remainder, pad_id)
+        self.writer.write(last)
+        shards = self.writer.finish()
+        return {
+            "documents": self.packer.num_documents,
+            "tokens": self.packer.num_tokens,
+            "blocks": self.writer.num_blocks,
+            "dropped_tokens": dropped,
+            "padding_tokens": padding,
+            "shards": shards,
+            "doc_length_log2_hist": np.trim_zeros(self.hist, "b").tolist(),
+        }
+
+
+def _merge_source(
+    recipe: Recipe,
+    spec: SourceSpec,
+    units: list[Unit],
+    results: list[UnitResult],
+    tok: TokenizerInfo,
+    work: Path,
+    hashes: dict[str, str],
+) -> dict:
+    skipped: dict[str, int] = {}
+    examples: list[list[str]] = []
+    for r in results:
+        for reason, n in r.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+        examples += [list(e) for e in r.examples]
+    kept = sum(r.documents for r in results)
+    if kept == 0:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) or "no input records"
+        raise InputError(
+            f"sources.{spec.name}: no document kept ({counts}); check the files and text_field"
+            f" ({spec.text_field!r})"
+        )
+    threshold = _val_threshold(spec.validation, results)
+    root = work / "sources" / spec.name
+    train, val = _Split(recipe, tok, root / "train"), _Split(recipe, tok, root / "val")
+    for unit in units:
+        tok_path, doc_path = unit_paths(work, unit)
+        for tokens, docs in _chunks(tok_path, doc_path, tok.dtype):
+            is_val = (
+                docs["hash"] <= threshold if threshold is not None else np.zeros(len(docs), bool)
+            )
+            lengths = docs["length"].astype(np.int64)
+            tok_val = np.repeat(is_val, lengths)
+            train.feed(tokens[~tok_val], lengths[~is_val])
+            val.feed(tokens[tok_val], lengths[is_val])
+        tok_path.unlink()
+        doc_path.unlink()
+    record = {
+        "weight": spec.weight,
+        "inputs": _inputs(spec, hashes, len(units)),
+        "validation": {"docs": spec.validation.docs, "fraction": spec.validation.fraction},
+        "skipped": dict(sorted(skipped.items())),
+        "skipped_examples": examples[:5],
+        "train": train.finish(recipe.remainder, tok.pad_id),
+        "val": val.finish(recipe.remainder, tok.pad_id),
+    }
+    record["train"]["skipped"] = record["skipped"]  # a skipped document never reaches a split
+    record["val"]["skipped"] = {}
+    return record
+
+
+def _chunks(tok_path: Path, doc_path: Path, dtype: str):
+    """(tokens, docs) of a unit's spill files, CHUNK_DOCS documents at a time (memory-mapped)."""
+    if doc_path.stat().st_size == 0:
+        return
+    docs = np.memmap(doc_path, DOC_DTYPE, mode="r")
+    tokens = np.memmap(tok_path, dtype, mode="r") if tok_path.stat().st_size else np.empty(0, dtype)
+    pos = 0
+    for a in range(0, len(docs), CHUNK_DOCS):
+        part = np.array(docs[a : a + CHUNK_DOCS])
+        n = int(part["length"].sum())
+        yield np.array(tokens[pos : pos + n]), part
+        pos += n
+
+
+def _inputs(spec: SourceSpec, hashes: dict[str, str], num_units: int) -> dict:
+    if spec.hf is not None:
+        return {"hf": dict(spec.hf.__dict__), "units": num_units}
+    files = [{"path": f, "bytes": os.path.getsize(f), "sha256": hashes[f]} for f in spec.files]
+    return {"files": files, "units": num_units}
+
+
+def _write_manifest(recipe: Recipe, tok: TokenizerInfo, sources: dict, work: Path) -> Manifest:
+    tok_dir = work / "tokenizer"
+    tok_dir.mkdir()
+    (tok_dir / "tokenizer.json").write_text(tok.json, encoding="utf-8")
+    if tok.kind == "tiktoken":
+        shutil.copyfile(tok.file, tok_dir / Path(tok.file).name)
+    if recipe.path and os.path.isfile(recipe.path):
+        shutil.copyfile(recipe.path, work / "recipe.yaml")
+    data = {
+        "format": FORMAT,
+        "mixer_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "name": recipe.name,
+        "seed": recipe.seed,
+        "seq_len": recipe.seq_len,
+        "packing": recipe.packing,
+        "remainder": recipe.remainder,
+        "recipe": recipe.to_dict(),
+        "tokenizer": {
+            **tok.to_manifest(),
+            "files": {p.name: sha256_file(p) for p in sorted(tok_dir.iterdir())},
+        },
+        "sources": sources,
+    }
+    manifest = Manifest(data, work)
+    manifest.save()
+    return manifest
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Replace ``out`` by ``work``: the old output stays whole until the new one is complete."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, old)
+        os.rename(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(work, out)
+
+
+def _report(console: Console, manifest: Manifest, seconds: float) -> None:
+    for name, src in manifest.data["sources"].items():
+        if src["skipped"]:
+            counts = ", ".join(f"{k} {v}" for k, v in src["skipped"].items())
+            where = "; ".join(f"{r} at {loc}" for r, loc in src["skipped_examples"])
+            console.print(
+                f"[yellow]warning[/]: {name}: skipped {counts} (first: {where})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        for split in ("train", "val"):
+            s = src[split]
+            if s["documents"] and not s["blocks"]:
+                console.print(
+                    f"[yellow]warning[/]: {name}/{split}: {s['tokens']} tokens make no block of"
+                    f" {manifest.seq_len}; they were dropped (use `remainder: pad` to keep them)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+    total = sum(
+        s[sp]["blocks"] for s in manifest.data["sources"].values() for sp in ("train", "val")
+    )
+    console.print(
+        f"built {len(manifest.data['sources'])} sources, {total:,} blocks in {seconds:.1f}s",
+        highlight=False,
+    )

@@ -1,0 +1,121 @@
+"""Where work units run: in this process, or in a pool of worker processes.
+
+``map`` yields results in input order whatever order they finish in, so the build's output does
+not depend on the executor or the number of workers. Workers are started with ``spawn``: the
+parent has used `tokenizers` (whose thread pool does not survive ``fork``), and spawn gives
+each worker a clean interpreter that imports only what a unit needs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+_STATE: dict[str, Any] = {}  # per-process worker state set by the initializer
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def worker_state() -> dict[str, Any]:
+    return _STATE
+
+
+def _init(setup: Callable[[], dict[str, Any]] | None, events) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker: no oversubscription
+    _STATE.clear()
+    _STATE["events"] = events
+    if setup is not None:
+        _STATE.update(setup())
+
+
+def emit(*event: Any) -> None:
+    """Send a progress event to the parent (no-op when nobody listens)."""
+    events = _STATE.get("events")
+    if events is not None:
+        events.put(event)
+
+
+class LocalExecutor:
+    """``workers == 1`` runs units in this process; more use a spawn process pool."""
+
+    def __init__(
+        self,
+        workers: int,
+        setup: Callable[[], dict[str, Any]] | None = None,
+        on_event: Callable[..., None] | None = None,
+    ):
+        self.workers = max(1, int(workers))
+        self.setup, self.on_event = setup, on_event
+        self._pool: ProcessPoolExecutor | None = None
+        self._events = None
+        self._drain: threading.Thread | None = None
+
+    def __enter__(self) -> LocalExecutor:
+        if self.workers == 1:
+            self._events = _Direct(self.on_event)
+            _init(self.setup, self._events)
+            return self
+        ctx = mp.get_context("spawn")
+        self._events = ctx.Queue() if self.on_event else None
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=_init, initargs=(self.setup, self._events)
+        )
+        if self._events is not None:
+            self._drain = threading.Thread(target=self._pump, daemon=True)
+            self._drain.start()
+        return self
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                event = self._events.get(timeout=0.2)
+            except queue.Empty:
+                if self._pool is None:
+                    return
+                continue
+            except (EOFError, OSError):
+                return
+            if event is None:
+                return
+            self.on_event(*event)
+
+    def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
+        """``fn(item)`` for each item, results in item order."""
+        if self._pool is None:
+            for item in items:
+                yield fn(item)
+            return
+        futures = [self._pool.submit(fn, item) for item in items]
+        try:
+            for fut in futures:
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            if self._events is not None:
+                self._events.put(None)
+                self._drain.join(timeout=5)
+        _STATE.clear()
+
+
+class _Direct:
+    """A queue stand-in for in-process runs: events go straight to the callback."""
+
+    def __init__(self, on_event):
+        self.on_event = on_event
+
+    def put(self, event) -> None:
+        if self.on_event is not None:
+            self.on_event(*event)

@@ -1,0 +1,69 @@
+"""Pure packing: a stream of documents' tokens -> fixed-length blocks with document starts.
+
+Documents are concatenated in order and cut every ``seq_len`` tokens, so every token except the
+final partial block lands in exactly one block: at most ``seq_len - 1`` tokens per source and
+split are dropped (``remainder: drop``) or padded (``remainder: pad``). Each block carries the
+offsets at which documents start inside it, for position ids and cross-document masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, kw_only=True)
+class Packed:
+    blocks: np.ndarray  # [num_blocks, seq_len]
+    starts: list[np.ndarray]  # per block: offsets (uint32) where a document starts
+
+
+class Packer:
+    """Incremental concat packing; feed chunks of documents, then finish once."""
+
+    def __init__(self, seq_len: int, dtype: np.dtype | str):
+        assert seq_len >= 2
+        self.seq_len = seq_len
+        self.dtype = np.dtype(dtype)
+        self._carry = np.empty(0, self.dtype)  # < seq_len tokens not yet in a block
+        self._carry_starts = np.empty(0, np.int64)
+        self.num_tokens = 0
+        self.num_documents = 0
+
+    def feed(self, tokens: np.ndarray, lengths: np.ndarray) -> Packed:
+        """Add documents (their tokens concatenated, and each one's length >= 1)."""
+        assert int(lengths.sum()) == tokens.size and (lengths > 0).all()
+        self.num_tokens += tokens.size
+        self.num_documents += lengths.size
+        L = self.seq_len
+        buf = np.concatenate([self._carry, tokens.astype(self.dtype, copy=False)])
+        doc_starts = np.cumsum(lengths) - lengths + self._carry.size
+        starts = np.concatenate([self._carry_starts, doc_starts])
+        n = buf.size // L
+        cuts = np.searchsorted(starts, np.arange(n + 1) * L)  # starts of block b: cuts[b]:cuts[b+1]
+        per_block = [(starts[cuts[b] : cuts[b + 1]] - b * L).astype(np.uint32) for b in range(n)]
+        self._carry = buf[n * L :]
+        self._carry_starts = starts[cuts[n] :] - n * L
+        return Packed(blocks=buf[: n * L].reshape(n, L), starts=per_block)
+
+    def finish(self, remainder: str, pad_id: int) -> tuple[Packed, int, int]:
+        """The last partial block: (packed, dropped_tokens, padding_tokens)."""
+        rest = self._carry.size
+        empty = Packed(blocks=np.empty((0, self.seq_len), self.dtype), starts=[])
+        if rest == 0:
+            return empty, 0, 0
+        if remainder == "drop":
+            return empty, rest, 0
+        pad = self.seq_len - rest
+        block = np.concatenate([self._carry, np.full(pad, pad_id, self.dtype)])
+        starts = [self._carry_starts.astype(np.uint32)]
+        return Packed(blocks=block.reshape(1, -1), starts=starts), 0, pad
+
+
+def position_ids(starts: np.ndarray, seq_len: int) -> np.ndarray:
+    """Per token, its offset from the latest document start (0 at block start and each start)."""
+    pos = np.arange(seq_len, dtype=np.int64)
+    marks = np.zeros(seq_len, np.int64)
+    marks[starts] = starts
+    return pos - np.maximum.accumulate(marks)

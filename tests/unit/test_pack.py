@@ -1,0 +1,80 @@
+"""Packing: every token lands in exactly one block, in order; document starts are exact."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mixer.pack import Packer, position_ids
+
+docs_strategy = st.lists(st.integers(1, 50), min_size=0, max_size=60)
+
+
+def _pack(lengths: list[int], seq_len: int, chunk_sizes: list[int], remainder: str, pad_id=7):
+    """Feed documents whose tokens are their own global positions, in the given chunking."""
+    tokens = np.arange(sum(lengths), dtype=np.uint32)
+    lengths_arr = np.array(lengths, np.int64)
+    p = Packer(seq_len, np.uint32)
+    blocks, starts = [], []
+    i = pos = 0
+    for size in [*chunk_sizes, len(lengths)]:
+        part = lengths_arr[i : i + size]
+        out = p.feed(tokens[pos : pos + part.sum()], part)
+        blocks += list(out.blocks)
+        starts += out.starts
+        i += part.size
+        pos += int(part.sum())
+        if i >= len(lengths):
+            break
+    last, dropped, padding = p.finish(remainder, pad_id)
+    return p, blocks + list(last.blocks), starts + last.starts, dropped, padding
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lengths=docs_strategy,
+    seq_len=st.integers(2, 40),
+    chunks=st.lists(st.integers(0, 10), max_size=8),
+    pad=st.booleans(),
+)
+def test_blocks_are_the_concatenation_cut_every_seq_len(lengths, seq_len, chunks, pad):
+    remainder = "pad" if pad else "drop"
+    p, blocks, starts, dropped, padding = _pack(lengths, seq_len, chunks, remainder)
+    total = sum(lengths)
+    assert p.num_tokens == total and p.num_documents == len(lengths)
+    flat = np.concatenate(blocks) if blocks else np.empty(0, np.uint32)
+    assert all(b.size == seq_len for b in blocks)
+    if pad:
+        assert dropped == 0
+        assert padding == (-total) % seq_len
+        assert (flat[:total] == np.arange(total)).all()
+        assert (flat[total:] == 7).all()
+    else:
+        assert padding == 0 and dropped == total % seq_len
+        assert (flat == np.arange(total - dropped)).all()
+    # Document starts: exactly the global starts that fall in each block, block-relative.
+    global_starts = np.cumsum(lengths) - np.array(lengths, np.int64) if lengths else np.array([])
+    for b, s in enumerate(starts):
+        expected = global_starts[
+            (global_starts >= b * seq_len) & (global_starts < (b + 1) * seq_len)
+        ]
+        assert s.dtype == np.uint32
+        assert (s.astype(np.int64) + b * seq_len == expected).all()
+
+
+def test_drop_and_pad_counts_on_a_known_case():
+    _, blocks, starts, dropped, padding = _pack([3, 4, 2], 4, [], "drop")
+    assert [b.tolist() for b in blocks] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert [s.tolist() for s in starts] == [[0, 3], [3]]
+    assert dropped == 1 and padding == 0
+    _, blocks, starts, dropped, padding = _pack([3, 4, 2], 4, [], "pad", pad_id=99)
+    assert blocks[-1].tolist() == [8, 99, 99, 99] and starts[-1].tolist() == []
+    assert dropped == 0 and padding == 3
+
+
+def test_position_ids_restart_at_each_document_start():
+    assert position_ids(np.array([0, 3], np.uint32), 6).tolist() == [0, 1, 2, 0, 1, 2]
+    # A block that continues a document starts at 0 too (a new sequence for the model).
+    assert position_ids(np.array([4], np.uint32), 6).tolist() == [0, 1, 2, 3, 0, 1]
+    assert position_ids(np.array([], np.uint32), 4).tolist() == [0, 1, 2, 3]
