@@ -1,0 +1,220 @@
+"""`StreamingMixture`: the plan's global sequence, sliced for this rank and DataLoader worker.
+
+Thin by design: the order is `mixer.plan` (pure arithmetic), the bytes are `mixer.shards`
+(fetch, verify, memory-map). What is left here is choosing which global samples this process
+serves, gathering them a chunk at a time, and the resume state.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from mixer.errors import StateError
+from mixer.manifest import FILENAME as MANIFEST_FILE
+from mixer.manifest import Manifest
+from mixer.planfile import FILENAME as PLAN_FILE
+from mixer.planfile import load_plan, val_plan
+from mixer.shards import SplitStore, fetch, is_remote, local_path
+
+CHUNK_SAMPLES = 2048  # samples gathered per vectorized step (per worker)
+
+
+class StreamingMixture(IterableDataset):
+    """A weighted mixture of the blocks built by ``mixer build``, exactly as planned.
+
+    Args:
+        path: the build's output folder, local or remote (``s3://bucket/out``, ``gs://...``).
+        split: ``"train"`` (the plan in plan.json) or ``"val"`` (every held-out block once).
+        batch_size: per-rank batch size B of the trainer's DataLoader. Given, batches are the
+            same for any ``num_workers``; not given, samples are dealt one at a time (B = 1).
+        rank, world_size: default to torch.distributed's, else $RANK / $WORLD_SIZE, else 0 / 1.
+        source: serve one source alone (e.g. validation loss on the replay data only).
+        cache_dir: where shards are fetched and unpacked; default $MIXER_CACHE or
+            ~/.cache/mixer, in a folder named after the manifest.
+
+    Each sample is ``{"input_ids", "position_ids", "source", "index"}``: int64 arrays of
+    seq_len tokens, position ids restarting at 0 at each document start, the source's name and
+    the sample's index in the global sequence.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        split: str = "train",
+        batch_size: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        *,
+        source: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        super().__init__()
+        self.path = str(path)
+        if split not in ("train", "val"):
+            raise StateError(f"split must be 'train' or 'val', got {split!r}")
+        if batch_size is not None and batch_size < 1:
+            raise StateError(f"batch_size must be >= 1, got {batch_size}")
+        self.split, self.batch_size = split, batch_size
+        self.rank, self.world_size = _rank_world(rank, world_size)
+        self.manifest = _load_manifest(self.path, cache_dir)
+        plan = load_plan(self.manifest) if split == "train" else val_plan(self.manifest)
+        self.plan = plan.restrict(source) if source else plan
+        base = Path(cache_dir or os.environ.get("MIXER_CACHE") or Path.home() / ".cache" / "mixer")
+        self.cache_dir = base / self.manifest.fingerprint[:16]
+        self._start = 0  # global samples consumed before this iteration
+        self._batches_done = 0  # complete batches this rank yielded in this process
+        self._stores: dict[str, SplitStore] = {}
+
+    # -- what the plan says ---------------------------------------------------------------
+    @property
+    def total_samples(self) -> int:
+        """N: the global sequence's length (all ranks, all passes)."""
+        return self.plan.total
+
+    @property
+    def seq_len(self) -> int:
+        return self.plan.seq_len
+
+    def counts_at(self, n: int) -> dict[str, dict[str, int]]:
+        """Samples and tokens (padding excluded) per source in the first n global samples."""
+        if not 0 <= n <= self.plan.total:
+            raise StateError(f"n must be in [0, {self.plan.total}], got {n}")
+        return self.plan.counts_at(n)
+
+    def _slicing(self):
+        from mixer.plan import Slicing
+
+        return Slicing(
+            start=self._start,
+            total=self.plan.total,
+            batch=self.batch_size or 1,
+            world=self.world_size,
+            rank=self.rank,
+            drop_last=self.split == "train",
+        )
+
+    def __len__(self) -> int:
+        """Samples this rank yields from the current state to the end."""
+        return self._slicing().num_samples
+
+    # -- resume ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Small JSON-able state: global samples consumed (complete global batches) and plan."""
+        seen = self._slicing().global_seen(self._batches_done)
+        return {"samples_seen": seen, "plan": self.plan.fingerprint, "split": self.split}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue after ``state["samples_seen"]`` global samples, in O(1).
+
+        The world size, batch size and number of workers may differ from the run that saved it:
+        global batches are counted from the resume point.
+        """
+        if not isinstance(state, dict) or "samples_seen" not in state:
+            raise StateError("a mixture state needs 'samples_seen' (global samples consumed)")
+        seen = state["samples_seen"]
+        if not isinstance(seen, int) or isinstance(seen, bool) or not 0 <= seen <= self.plan.total:
+            raise StateError(f"samples_seen={seen!r} is outside this plan's [0, {self.plan.total}]")
+        plan = state.get("plan")
+        if plan is not None and plan != self.plan.fingerprint:
+            raise StateError(
+                f"this state is from another plan ({str(plan)[:12]}…, this one is"
+                f" {self.plan.fingerprint[:12]}…): the data, weights or seed changed; resume"
+                " from {'samples_seen': n} only if that is intended"
+            )
+        self._start, self._batches_done = seen, 0
+
+    # -- iteration ------------------------------------------------------------------------
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        sl = self._slicing()
+        self._start, self._batches_done = sl.global_seen(self._batches_done), 0
+        sl = self._slicing()
+        per_chunk = max(1, CHUNK_SAMPLES // sl.batch)
+        mine = range(worker, sl.num_batches, workers)  # DataLoader workers take batches in turn
+        for c in range(0, len(mine), per_chunk):
+            batches = np.asarray(mine[c : c + per_chunk], np.int64)
+            yield from self._chunk(sl, batches, count=info is None)
+
+    def _chunk(self, sl, batches: np.ndarray, count: bool):
+        starts = sl.batch_start(batches)
+        last_len = sl.batch_len(int(batches[-1]))
+        src, ks = self.plan.order(starts, sl.batch)
+        index = (starts[:, None] + np.arange(sl.batch)).ravel()
+        if last_len < sl.batch:  # a short final batch (validation only)
+            keep = slice(0, index.size - (sl.batch - last_len))
+            src, ks, index = src[keep], ks[keep], index[keep]
+        ids = np.empty((index.size, self.plan.seq_len), np.int64)
+        pos = np.empty_like(ids)
+        for s in np.unique(src):
+            sel = np.flatnonzero(src == s)
+            name = self.plan.sources[s].name
+            tokens, rows, cols = self._store(name).gather(self.plan.block_ids(int(s), ks[sel]))
+            ids[sel] = tokens
+            pos[sel] = _position_ids(tokens.shape, rows, cols)
+        names = [p.name for p in self.plan.sources]
+        for j in range(index.size):
+            if count and (j + 1) % sl.batch == 0:
+                self._batches_done += 1  # counted when its last sample is handed out
+            yield {
+                "input_ids": ids[j],
+                "position_ids": pos[j],
+                "source": names[src[j]],
+                "index": int(index[j]),
+            }
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_stores"] = {}  # memory maps are reopened in each DataLoader worker
+        return state
+
+    def _store(self, name: str) -> SplitStore:
+        if name not in self._stores:
+            self._stores[name] = SplitStore(
+                root=self.path,
+                cache=self.cache_dir,
+                source=name,
+                split=self.split,
+                record=self.manifest.split(name, self.split),
+                seq_len=self.plan.seq_len,
+                dtype=self.manifest.dtype,
+            )
+        return self._stores[name]
+
+
+def _position_ids(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Per block, each token's offset from the latest document start (0 at the block start)."""
+    marks = np.zeros(shape, np.int64)
+    marks[rows, cols] = cols
+    return np.arange(shape[1], dtype=np.int64) - np.maximum.accumulate(marks, axis=1)
+
+
+def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
+    if rank is None or world is None:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            rank = dist.get_rank() if rank is None else rank
+            world = dist.get_world_size() if world is None else world
+        else:
+            rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+            world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
+    if world < 1 or not 0 <= rank < world:
+        raise StateError(f"rank {rank} is not in [0, world_size={world})")
+    return rank, world
+
+
+def _load_manifest(path: str, cache_dir) -> Manifest:
+    """The manifest of a local or remote build (remote: manifest and plan fetched first)."""
+    if not is_remote(path):
+        return Manifest.load(local_path(path))
+    base = Path(cache_dir or os.environ.get("MIXER_CACHE") or Path.home() / ".cache" / "mixer")
+    meta = base / "remote" / path.replace("://", "/").strip("/")
+    for name in (MANIFEST_FILE, PLAN_FILE):
+        (meta / name).unlink(missing_ok=True)  # always re-read the small files
+        fetch(path, name, meta / name)
+    return Manifest.load(meta)

@@ -1,0 +1,84 @@
+"""plan.json: the train plan made from a manifest and the recipe's mixture; val plans on demand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mixer.errors import OutputError
+from mixer.manifest import Manifest, write_atomic
+from mixer.plan import Plan, make_plan
+
+FILENAME = "plan.json"
+
+
+def _sources(manifest: Manifest, split: str) -> dict:
+    names = [
+        n for n in manifest.source_names if split == "train" or manifest.split(n, split)["blocks"]
+    ]
+    recs = {n: manifest.split(n, split) for n in names}
+    return {
+        "names": names,
+        "weights": [manifest.data["sources"][n]["weight"] for n in names],
+        "blocks": [recs[n]["blocks"] for n in names],
+        "shard_sizes": [tuple(s["samples"] for s in recs[n]["shards"]) for n in names],
+        "padding": [recs[n]["padding_tokens"] for n in names],
+    }
+
+
+def train_plan(manifest: Manifest, mixture: dict) -> Plan:
+    """Allocate the recipe's mixture over the built blocks (PlanError if it cannot)."""
+    total = mixture.get("samples")
+    if mixture.get("tokens"):
+        total = -(-mixture["tokens"] // manifest.seq_len)
+    return make_plan(
+        manifest=manifest.fingerprint,
+        split="train",
+        seed=manifest.data["seed"],
+        seq_len=manifest.seq_len,
+        total=total,
+        max_epochs=mixture.get("max_epochs"),
+        shuffle=mixture.get("shuffle", "blocks"),
+        window=mixture.get("window", 8),
+        **_sources(manifest, "train"),
+    )
+
+
+def val_plan(manifest: Manifest) -> Plan:
+    """Each source's held-out blocks exactly once, in build order, evenly interleaved."""
+    src = _sources(manifest, "val")
+    if not src["names"]:
+        raise OutputError(
+            f"{manifest.root}: the build has no validation blocks (see `validation:`)"
+        )
+    src["weights"] = [float(b) for b in src["blocks"]]
+    return make_plan(
+        manifest=manifest.fingerprint,
+        split="val",
+        seed=manifest.data["seed"],
+        seq_len=manifest.seq_len,
+        total=sum(src["blocks"]),
+        shuffle="none",
+        **src,
+    )
+
+
+def save_plan(plan: Plan, root: Path) -> None:
+    data = {**plan.to_dict(), "fingerprint": plan.fingerprint}
+    write_atomic(Path(root) / FILENAME, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def load_plan(manifest: Manifest) -> Plan:
+    path = manifest.root / FILENAME
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OutputError(f"{manifest.root}: not a complete mixer build (no {FILENAME})") from None
+    except (OSError, ValueError) as e:
+        raise OutputError(f"{path}: unreadable plan ({e})") from None
+    plan = Plan.from_dict(data)
+    if data.get("fingerprint") != plan.fingerprint:
+        raise OutputError(f"{path}: plan was altered (fingerprint mismatch); rebuild")
+    if plan.manifest != manifest.fingerprint:
+        raise OutputError(f"{path}: plan was made for another manifest; rebuild")
+    return plan
