@@ -16,7 +16,7 @@ import re
 import subprocess
 from pathlib import Path
 
-os.environ["RAYON_NUM_THREADS"] = "1"  # the BPE trainer is deterministic on one thread
+os.environ["RAYON_NUM_THREADS"] = "1"  # one thread: the result cannot depend on scheduling
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
@@ -124,7 +124,7 @@ def tokenizer() -> None:
     tok.train_from_iterator(texts, trainer)
     for t in texts[:3] + texts[-3:]:
         assert tok.decode(tok.encode(t).ids) == t
-    tok.save(str(OUT / "tokenizer.json"))
+    tok.save(str(OUT / "tokenizer.json"), pretty=False)
 
 
 if __name__ == "__main__":
