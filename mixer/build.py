@@ -34,7 +34,8 @@ from mixer.sources import Unit, plan_units
 from mixer.tokenizer import Encoder, TokenizerInfo, load_tokenizer, sha256_file
 from mixer.work import DOC_DTYPE, UnitResult, run_unit, unit_paths
 
-CHUNK_DOCS = 1 << 20  # documents routed and packed per step in the merge phase
+CHUNK_DOCS = 1 << 16  # documents routed and packed per step in the merge phase ...
+CHUNK_TOKENS = 1 << 24  # ... and tokens (64 MiB of uint32): the merge's memory bound
 HIST_BINS = 40  # document-length histogram: bin k counts lengths in [2^k, 2^(k+1))
 
 
@@ -245,17 +246,21 @@ def _merge_source(
 
 
 def _chunks(tok_path: Path, doc_path: Path, dtype: str):
-    """(tokens, docs) of a unit's spill files, CHUNK_DOCS documents at a time (memory-mapped)."""
+    """(tokens, docs) of a unit's spill files, memory-mapped and cut into pieces of at most
+    CHUNK_DOCS documents and CHUNK_TOKENS tokens (a longer document comes alone)."""
     if doc_path.stat().st_size == 0:
         return
     docs = np.memmap(doc_path, DOC_DTYPE, mode="r")
     tokens = np.memmap(tok_path, dtype, mode="r") if tok_path.stat().st_size else np.empty(0, dtype)
-    pos = 0
-    for a in range(0, len(docs), CHUNK_DOCS):
-        part = np.array(docs[a : a + CHUNK_DOCS])
+    pos = a = 0
+    while a < len(docs):
+        head = np.asarray(docs["length"][a : a + CHUNK_DOCS], np.int64)
+        take = max(1, int(np.searchsorted(np.cumsum(head), CHUNK_TOKENS, side="right")))
+        part = np.array(docs[a : a + take])
         n = int(part["length"].sum())
         yield np.array(tokens[pos : pos + n]), part
         pos += n
+        a += take
 
 
 def _inputs(spec: SourceSpec, hashes: dict[str, str], num_units: int) -> dict:

@@ -8,6 +8,7 @@ serves, gathering them a chunk at a time, and the resume state.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,11 @@ from mixer.manifest import FILENAME as MANIFEST_FILE
 from mixer.manifest import Manifest
 from mixer.planfile import FILENAME as PLAN_FILE
 from mixer.planfile import load_plan, val_plan
-from mixer.shards import SplitStore, fetch, is_remote, local_path
+from mixer.shards import fetch, is_remote, local_path
+from mixer.store import SplitStore
 
-CHUNK_SAMPLES = 2048  # samples gathered per vectorized step (per worker)
+WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
+CHUNK_SAMPLES = 128  # samples gathered at once (4 MiB of int64 at 2048 tokens)
 
 
 class StreamingMixture(IterableDataset):
@@ -34,6 +37,8 @@ class StreamingMixture(IterableDataset):
             same for any ``num_workers``; not given, samples are dealt one at a time (B = 1).
         rank, world_size: default to torch.distributed's, else $RANK / $WORLD_SIZE, else 0 / 1.
         source: serve one source alone (e.g. validation loss on the replay data only).
+        position_ids: include ``position_ids`` (default). A trainer that does not reset positions
+            at document starts can turn them off: half the bytes through a DataLoader.
         cache_dir: where shards are fetched and unpacked; default $MIXER_CACHE or
             ~/.cache/mixer, in a folder named after the manifest.
 
@@ -52,6 +57,7 @@ class StreamingMixture(IterableDataset):
         *,
         source: str | None = None,
         cache_dir: str | os.PathLike | None = None,
+        position_ids: bool = True,
     ):
         super().__init__()
         self.path = str(path)
@@ -59,7 +65,7 @@ class StreamingMixture(IterableDataset):
             raise StateError(f"split must be 'train' or 'val', got {split!r}")
         if batch_size is not None and batch_size < 1:
             raise StateError(f"batch_size must be >= 1, got {batch_size}")
-        self.split, self.batch_size = split, batch_size
+        self.split, self.batch_size, self.position_ids = split, batch_size, position_ids
         self.rank, self.world_size = _rank_world(rank, world_size)
         self.manifest = _load_manifest(self.path, cache_dir)
         plan = load_plan(self.manifest) if split == "train" else val_plan(self.manifest)
@@ -67,8 +73,9 @@ class StreamingMixture(IterableDataset):
         base = Path(cache_dir or os.environ.get("MIXER_CACHE") or Path.home() / ".cache" / "mixer")
         self.cache_dir = base / self.manifest.fingerprint[:16]
         self._start = 0  # global samples consumed before this iteration
-        self._batches_done = 0  # complete batches this rank yielded in this process
+        self._yielded = 0  # samples this rank handed out in this process since _start
         self._stores: dict[str, SplitStore] = {}
+        self._buffers = _Buffers()
 
     # -- what the plan says ---------------------------------------------------------------
     @property
@@ -105,7 +112,8 @@ class StreamingMixture(IterableDataset):
     # -- resume ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Small JSON-able state: global samples consumed (complete global batches) and plan."""
-        seen = self._slicing().global_seen(self._batches_done)
+        sl = self._slicing()
+        seen = sl.global_seen(self._yielded // sl.batch)  # complete global batches
         return {"samples_seen": seen, "plan": self.plan.fingerprint, "split": self.split}
 
     def load_state_dict(self, state: dict) -> None:
@@ -126,51 +134,60 @@ class StreamingMixture(IterableDataset):
                 f" {self.plan.fingerprint[:12]}…): the data, weights or seed changed; resume"
                 " from {'samples_seen': n} only if that is intended"
             )
-        self._start, self._batches_done = seen, 0
+        self._start, self._yielded = seen, 0
 
     # -- iteration ------------------------------------------------------------------------
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         sl = self._slicing()
-        self._start, self._batches_done = sl.global_seen(self._batches_done), 0
+        self._start, self._yielded = sl.global_seen(self._yielded // sl.batch), 0
         sl = self._slicing()
-        per_chunk = max(1, CHUNK_SAMPLES // sl.batch)
         mine = range(worker, sl.num_batches, workers)  # DataLoader workers take batches in turn
-        for c in range(0, len(mine), per_chunk):
-            batches = np.asarray(mine[c : c + per_chunk], np.int64)
-            yield from self._chunk(sl, batches, count=info is None)
+        per_window = max(1, WINDOW_SAMPLES // sl.batch)
+        for w in range(0, len(mine), per_window):
+            batches = np.asarray(mine[w : w + per_window], np.int64)
+            src, ks, index = self._locate(sl, batches)
+            for a in range(0, index.size, CHUNK_SAMPLES):
+                b = a + CHUNK_SAMPLES
+                yield from self._samples(src[a:b], ks[a:b], index[a:b], info is None)
 
-    def _chunk(self, sl, batches: np.ndarray, count: bool):
+    def _locate(self, sl, batches: np.ndarray):
+        """(source, k, global index) of every sample of these batches, in order."""
         starts = sl.batch_start(batches)
-        last_len = sl.batch_len(int(batches[-1]))
         src, ks = self.plan.order(starts, sl.batch)
         index = (starts[:, None] + np.arange(sl.batch)).ravel()
-        if last_len < sl.batch:  # a short final batch (validation only)
-            keep = slice(0, index.size - (sl.batch - last_len))
-            src, ks, index = src[keep], ks[keep], index[keep]
-        ids = np.empty((index.size, self.plan.seq_len), np.int64)
-        pos = np.empty_like(ids)
+        short = sl.batch - sl.batch_len(int(batches[-1]))
+        if short:  # the final batch of a validation run may be short
+            src, ks, index = src[:-short], ks[:-short], index[:-short]
+        blocks = np.empty_like(ks)
         for s in np.unique(src):
+            sel = src == s
+            blocks[sel] = self.plan.block_ids(int(s), ks[sel])
+        return src, blocks, index
+
+    def _samples(self, src, blocks, index, count: bool):
+        rows = 2 if self.position_ids else 1
+        out = self._buffers.get((rows, index.size, self.plan.seq_len))
+        for s in np.unique(src).tolist():
             sel = np.flatnonzero(src == s)
-            name = self.plan.sources[s].name
-            tokens, rows, cols = self._store(name).gather(self.plan.block_ids(int(s), ks[sel]))
-            ids[sel] = tokens
-            pos[sel] = _position_ids(tokens.shape, rows, cols)
+            cells = self._store(self.plan.sources[s].name).gather(blocks[sel])
+            out[0, sel] = cells[:, 0]  # token ids (and position ids), widened to int64
+            if rows == 2:
+                out[1, sel] = cells[:, 1]
         names = [p.name for p in self.plan.sources]
-        for j in range(index.size):
-            if count and (j + 1) % sl.batch == 0:
-                self._batches_done += 1  # counted when its last sample is handed out
-            yield {
-                "input_ids": ids[j],
-                "position_ids": pos[j],
-                "source": names[src[j]],
-                "index": int(index[j]),
-            }
+        for j, (s, i) in enumerate(zip(src.tolist(), index.tolist(), strict=True)):
+            if count:
+                self._yielded += 1  # before the yield: the sample is consumed once handed out
+            sample = {"input_ids": out[0, j], "source": names[s], "index": i}
+            if rows == 2:
+                sample["position_ids"] = out[1, j]
+            yield sample
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_stores"] = {}  # memory maps are reopened in each DataLoader worker
+        state["_buffers"] = _Buffers()
         return state
 
     def _store(self, name: str) -> SplitStore:
@@ -187,11 +204,27 @@ class StreamingMixture(IterableDataset):
         return self._stores[name]
 
 
-def _position_ids(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Per block, each token's offset from the latest document start (0 at the block start)."""
-    marks = np.zeros(shape, np.int64)
-    marks[rows, cols] = cols
-    return np.arange(shape[1], dtype=np.int64) - np.maximum.accumulate(marks, axis=1)
+class _Buffers:
+    """Output arrays, reused once no sample handed out still refers to them.
+
+    Fresh multi-megabyte arrays cost page faults on every chunk (measured: more than the copy
+    itself); a buffer is recycled only when its reference count shows that no view of it (a
+    sample the caller kept) is alive, so a sample never changes after it was yielded.
+    """
+
+    def __init__(self, keep: int = 4):
+        self._bufs: list[np.ndarray] = []
+        self._keep = keep
+
+    def get(self, shape: tuple[int, ...]) -> np.ndarray:
+        for buf in self._bufs:
+            # our references: the list, this loop variable and getrefcount's argument
+            if buf.shape == shape and sys.getrefcount(buf) == 3:
+                return buf
+        buf = np.empty(shape, np.int64)
+        if len(self._bufs) < self._keep:
+            self._bufs.append(buf)
+        return buf
 
 
 def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:

@@ -61,9 +61,18 @@ class Packer:
         return Packed(blocks=block.reshape(1, -1), starts=starts), 0, pad
 
 
-def position_ids(starts: np.ndarray, seq_len: int) -> np.ndarray:
-    """Per token, its offset from the latest document start (0 at block start and each start)."""
-    pos = np.arange(seq_len, dtype=np.int64)
-    marks = np.zeros(seq_len, np.int64)
-    marks[starts] = starts
-    return pos - np.maximum.accumulate(marks)
+def positions(rows: np.ndarray, cols: np.ndarray, num_blocks: int, seq_len: int) -> np.ndarray:
+    """``[num_blocks, seq_len]``: each token's offset from the latest document start.
+
+    The blocks are cut into segments (each block's start and each document start inside it);
+    a token's position is its flat offset minus its segment's start: one np.repeat and one
+    subtraction, whatever the number of documents.
+    """
+    n = num_blocks * seq_len
+    inner = cols > 0  # a document starting at 0 starts the block's own segment
+    seg = np.concatenate(
+        [np.arange(num_blocks, dtype=np.int64) * seq_len, rows[inner] * seq_len + cols[inner]]
+    )
+    seg.sort()
+    pos = np.arange(n, dtype=np.int64) - np.repeat(seg, np.diff(np.append(seg, n)))
+    return pos.reshape(num_blocks, seq_len)

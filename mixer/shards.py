@@ -98,108 +98,6 @@ def fetch(root: str, rel: str, dest: Path) -> Path:
     return dest
 
 
-class SplitStore:
-    """The blocks of one split of one source, gathered by block index at memory speed.
-
-    Why not mosaicml-streaming's reader: it opens and decodes one sample at a time (~50x slower
-    than a memmap, measured in tools/bench_mixture.py). Instead, on first use each shard is
-    fetched (downloaded if remote), checked against the manifest's sha256, decompressed, and
-    re-laid out once into dense ``[samples, seq_len]`` token rows plus CSR document starts in
-    ``cache``; those are memory-mapped, so a batch is a few fancy-index copies.
-    """
-
-    def __init__(
-        self,
-        *,
-        root: str,
-        cache: Path,
-        source: str,
-        split: str,
-        record: dict,
-        seq_len: int,
-        dtype: str,
-    ):
-        self.root, self.source, self.split = str(root), source, split
-        self.rel = f"sources/{source}/{split}"
-        self.cache = Path(cache) / source / split
-        self.shards = record["shards"]
-        self.seq_len, self.dtype = seq_len, np.dtype(dtype)
-        sizes = [s["samples"] for s in self.shards]
-        self.bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self._open: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-
-    def __len__(self) -> int:
-        return int(self.bounds[-1])
-
-    def gather(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids [K, seq_len], start_rows, start_cols): tokens and document starts of blocks."""
-        blocks = np.asarray(blocks, np.int64)
-        shard = np.searchsorted(self.bounds, blocks, side="right") - 1
-        ids = np.empty((blocks.size, self.seq_len), self.dtype)
-        rows, cols = [], []
-        for sh in np.unique(shard):
-            sel = np.flatnonzero(shard == sh)
-            dense, starts, offsets = self._shard(int(sh))
-            local = blocks[sel] - self.bounds[sh]
-            ids[sel] = dense[local]
-            lo, hi = offsets[local], offsets[local + 1]
-            cnt = hi - lo
-            first = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt)
-            cols.append(starts[first + np.arange(int(cnt.sum()))])
-            rows.append(np.repeat(sel, cnt))
-        if not rows:
-            return ids, np.empty(0, np.int64), np.empty(0, np.int64)
-        return ids, np.concatenate(rows), np.concatenate(cols).astype(np.int64)
-
-    def block(self, i: int) -> Block:
-        dense, starts, offsets = self._shard(int(np.searchsorted(self.bounds, i, "right") - 1))
-        local = i - int(self.bounds[np.searchsorted(self.bounds, i, "right") - 1])
-        return Block(np.array(dense[local]), np.array(starts[offsets[local] : offsets[local + 1]]))
-
-    def _shard(self, sh: int):
-        if sh not in self._open:
-            rec = self.shards[sh]
-            key = rec["sha256"][:24]
-            paths = [self.cache / f"{key}.{part}.npy" for part in ("ids", "starts", "offsets")]
-            if not all(p.exists() for p in paths):
-                self._materialize(rec, paths)
-            self._open[sh] = tuple(np.load(p, mmap_mode="r") for p in paths)
-        return self._open[sh]
-
-    def _materialize(self, rec: dict, paths: list[Path]) -> None:
-        """Fetch, verify, decompress and densify one shard into the cache (atomically)."""
-        import zstandard
-
-        name = f"{self.rel}/{rec['file']}"
-        src = fetch(self.root, name, self.cache / "download" / rec["file"])
-        if sha256_file(src) != rec["sha256"]:
-            raise OutputError(
-                f"{src}: shard does not match the manifest (sha256 differs): it is corrupted or"
-                " was altered; rebuild the output or restore the file"
-            )
-        try:
-            raw = zstandard.ZstdDecompressor().stream_reader(src.read_bytes()).read()
-        except zstandard.ZstdError as e:
-            raise OutputError(f"{src}: shard cannot be decompressed ({e})") from None
-        reader = ShardReader(raw, seq_len=self.seq_len, dtype=self.dtype.str, name=str(src))
-        if len(reader) != rec["samples"]:
-            raise OutputError(f"{src}: {len(reader)} blocks, the manifest says {rec['samples']}")
-        dense = np.empty((len(reader), self.seq_len), self.dtype)
-        starts, offsets = [], np.zeros(len(reader) + 1, np.int64)
-        for i in range(len(reader)):  # once per shard, at cache-fill time
-            b = reader.block(i)
-            dense[i] = b.input_ids
-            starts.append(b.starts)
-            offsets[i + 1] = offsets[i] + b.starts.size
-        flat = np.concatenate(starts) if starts else np.empty(0, np.uint32)
-        self.cache.mkdir(parents=True, exist_ok=True)
-        for path, arr in zip(paths, (dense, flat, offsets), strict=True):
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.save(f, arr, allow_pickle=False)
-            os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class Block:
     input_ids: np.ndarray
@@ -207,7 +105,7 @@ class Block:
 
 
 class ShardReader:
-    """Random access to the blocks of one decompressed MDS joint shard, without `streaming`.
+    """The blocks of one decompressed MDS joint shard, parsed without `streaming`.
 
     Parsing the MDS layout directly ([num_samples u32][offsets u32 x n+1][config][samples],
     each sample [len(starts) u32][input_ids][starts]) keeps reads at memory speed.
@@ -239,9 +137,23 @@ class ShardReader:
         starts = self.buf[off + 4 + nbytes : off + 4 + nbytes + size].view(np.uint32)
         return Block(ids, starts)
 
+    def all_ids(self) -> np.ndarray:
+        """``[num_samples, seq_len]`` token ids of every block."""
+        out = np.empty((self.num_samples, self.seq_len), self.dtype)
+        for i in range(self.num_samples):  # once per shard: fine in Python
+            out[i] = self.block(i).input_ids
+        return out
+
+    def all_starts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(block, offset) of every document start, as two int64 arrays."""
+        starts = [self.block(i).starts for i in range(self.num_samples)]
+        rows = np.repeat(np.arange(self.num_samples), [s.size for s in starts])
+        cols = np.concatenate(starts).astype(np.int64) if starts else np.empty(0, np.int64)
+        return rows.astype(np.int64), cols
+
 
 def read_shard_file(path: Path, *, seq_len: int, dtype: str) -> ShardReader:
-    """Decompress (zstd) and parse one shard file."""
+    """Decompress (zstd) and parse one shard file; OutputError naming it if it is damaged."""
     import zstandard
 
     try:

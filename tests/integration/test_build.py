@@ -369,3 +369,27 @@ def test_rebuild_replaces_the_output_and_refuses_foreign_folders(cli, write_reci
 def test_stats_on_a_folder_that_is_not_a_build(cli, tmp_path):
     result = cli("stats", tmp_path)
     assert result.exit_code == 2 and "not a complete mixer build" in result.output
+
+
+def test_merge_chunking_does_not_change_the_output(cli, write_recipe, tmp_path, monkeypatch):
+    import mixer.build
+
+    recipe = small_recipe(tmp_path, validation={"docs": 5})
+    assert cli("build", write_recipe(recipe), "-w", "1", "-o", tmp_path / "a").exit_code == 0
+    monkeypatch.setattr(mixer.build, "CHUNK_DOCS", 7)
+    monkeypatch.setattr(mixer.build, "CHUNK_TOKENS", 100)  # smaller than many documents
+    assert cli("build", write_recipe(recipe), "-w", "1", "-o", tmp_path / "b").exit_code == 0
+    for name in ("books", "web", "zh"):
+        for split in ("train", "val"):
+            a = [x.tolist() for x, _ in blocks(tmp_path / "a", name, split)]
+            assert a == [x.tolist() for x, _ in blocks(tmp_path / "b", name, split)]
+
+
+def test_progress_bars_on_request(cli, write_recipe, tmp_path):
+    recipe = small_recipe(tmp_path)
+    result = cli("build", write_recipe(recipe), "-w", "1", "--progress")
+    assert result.exit_code == 0, result.output
+    for word in ("books", "web", "zh", "MB/s", "docs/s", "tokens"):
+        assert word in result.output
+    quiet = cli("build", write_recipe(recipe), "-w", "1")  # not a terminal: no bars
+    assert "MB/s" not in quiet.output

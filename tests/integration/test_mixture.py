@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from mixer import StreamingMixture
 from mixer.build import build
 from mixer.errors import StateError
 from mixer.manifest import Manifest
-from mixer.pack import position_ids
+from mixer.pack import positions
 from mixer.recipe import parse_recipe
 from mixer.shards import read_shard_file
 from tests.helpers import DATA, TOKENIZER
@@ -86,7 +89,9 @@ def test_samples_are_the_planned_blocks(out, cache):
         assert x["index"] == i and x["source"] == names[s]
         assert x["input_ids"].dtype == np.int64 and x["input_ids"].shape == (32,)
         assert (x["input_ids"] == block.input_ids).all()
-        assert (x["position_ids"] == position_ids(block.starts, 32)).all()
+        starts = block.starts.astype(np.int64)
+        expected = positions(np.zeros(starts.size, np.int64), starts, 1, 32)[0]
+        assert (x["position_ids"] == expected).all()
 
 
 def test_counts_at_equals_iteration(out, cache):
@@ -219,3 +224,49 @@ def test_train_restricted_to_one_source(out, cache):
     whole = [x for x in mixture(out, cache) if x["source"] == "zh"]
     alone = list(mixture(out, cache, source="zh"))
     assert [x["input_ids"].tolist() for x in alone] == [x["input_ids"].tolist() for x in whole]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batch=st.integers(1, 6),
+    world=st.integers(1, 3),
+    workers=st.integers(1, 3),
+    stop=st.integers(0, 29_990),
+    batch2=st.integers(1, 6),
+    world2=st.integers(1, 3),
+)
+def test_property_workers_ranks_and_resume(
+    out, cache, monkeypatch, batch, world, workers, stop, batch2, world2
+):
+    """Any batch size, world size, worker count and stop point: each sample exactly once, and
+    resuming (with another batch and world size) continues the same global sequence."""
+    import mixer.mixture as mm
+
+    def served(b, w, start):
+        got = []
+        for rank in range(w):
+            for wid in range(workers):  # what DataLoader worker `wid` of `workers` yields
+                info = type("Info", (), {"id": wid, "num_workers": workers})()
+                monkeypatch.setattr(mm, "get_worker_info", lambda info=info: info)
+                ds = mixture(out, cache, batch_size=b, rank=rank, world_size=w)
+                ds.load_state_dict({"samples_seen": start})
+                got += [x["index"] for x in itertools.islice(ds, 64)]
+        return got
+
+    first = served(batch, world, 0)
+    assert len(first) == len(set(first))
+    step = batch * world
+    seen = stop // step * step
+    after = served(batch2, world2, seen)
+    assert len(after) == len(set(after)) and min(after, default=seen) >= seen
+    # the first global batch after the resume point is served in full, by every rank together
+    assert set(range(seen, seen + batch2 * world2)) <= set(after)
+
+
+def test_position_ids_can_be_left_out(out, cache):
+    with_pos = list(itertools.islice(mixture(out, cache), 50))
+    without = list(itertools.islice(mixture(out, cache, position_ids=False), 50))
+    assert set(without[0]) == {"input_ids", "source", "index"}
+    assert [x["input_ids"].tolist() for x in without] == [x["input_ids"].tolist() for x in with_pos]

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixer.pack import Packer, position_ids
+from mixer.pack import Packer, positions
 
 docs_strategy = st.lists(st.integers(1, 50), min_size=0, max_size=60)
 
@@ -74,7 +74,24 @@ def test_drop_and_pad_counts_on_a_known_case():
 
 
 def test_position_ids_restart_at_each_document_start():
-    assert position_ids(np.array([0, 3], np.uint32), 6).tolist() == [0, 1, 2, 0, 1, 2]
+    def one(starts, n):
+        return positions(np.zeros(len(starts), np.int64), np.array(starts, np.int64), 1, n)[0]
+
+    assert one([0, 3], 6).tolist() == [0, 1, 2, 0, 1, 2]
     # A block that continues a document starts at 0 too (a new sequence for the model).
-    assert position_ids(np.array([4], np.uint32), 6).tolist() == [0, 1, 2, 3, 0, 1]
-    assert position_ids(np.array([], np.uint32), 4).tolist() == [0, 1, 2, 3]
+    assert one([4], 6).tolist() == [0, 1, 2, 3, 0, 1]
+    assert one([], 4).tolist() == [0, 1, 2, 3]
+
+
+@given(st.lists(st.lists(st.integers(0, 29), max_size=6), min_size=1, max_size=8))
+def test_position_ids_of_many_blocks_match_a_per_token_oracle(starts):
+    starts = [sorted(set(s)) for s in starts]
+    rows = np.array([r for r, s in enumerate(starts) for _ in s], np.int64)
+    cols = np.array([c for s in starts for c in s], np.int64)
+    got = positions(rows, cols, len(starts), 30)
+    for r, s in enumerate(starts):
+        last, expected = 0, []
+        for j in range(30):
+            last = j if j in s else last
+            expected.append(j - last)
+        assert got[r].tolist() == expected

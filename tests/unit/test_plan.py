@@ -265,3 +265,26 @@ def test_import_plan_loads_neither_torch_nor_streaming():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_billion_sample_plan_holds_no_per_sample_index():
+    """10^9 samples over 10^8-block sources: random access allocates kilobytes, not gigabytes."""
+    import tracemalloc
+
+    tracemalloc.start()
+    shards = tuple([32768] * 3051 + [10**8 - 32768 * 3051])
+    plan = plan_of(
+        [0.6, 0.35, 0.05],
+        total=10**9,
+        blocks=[10**8] * 3,
+        shard_sizes=[shards] * 3,
+        shuffle="shards",
+    )
+    src, ks = plan.order([987_654_321], 4096)
+    for s in range(3):
+        plan.block_ids(s, ks[src == s])
+    plan.counts_at(999_999_999)
+    assert plan.locate(10**9 - 1)[0] in (0, 1, 2)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20 * 2**20, f"peak {peak / 2**20:.1f} MiB"
