@@ -74,20 +74,98 @@ def validate(recipe: str) -> None:
     click.echo(f"{recipe}: ok ({len(r.sources)} sources, {files} files, {what})")
 
 
+def _stdout_console() -> Console:
+    """Rich output; wide when not on a terminal, so a piped table is never truncated."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _open(output: str):
+    from mixer.planfile import load_plan
+    from mixer.store import open_build
+
+    manifest = open_build(output)
+    return manifest, load_plan(manifest)
+
+
 @main.command()
-@click.argument("output", type=click.Path(file_okay=False))
+@click.argument("output")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--at-sample", type=click.IntRange(min=0), help="Consumed per source by sample N.")
+@click.option("--at-step", type=click.IntRange(min=0), help="... by step S (needs --batch-size).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Per-rank batch size B.")
+@click.option(
+    "--world-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Ranks W: step S is sample S*B*W.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="Also draw shares over training and document lengths to FILE.png.",
+)
 @_friendly
-def stats(output: str, as_json: bool) -> None:
-    """Show what the build in OUTPUT holds and what the mixture will serve."""
-    from mixer.manifest import Manifest
+def stats(
+    output: str,
+    as_json: bool,
+    at_sample: int | None,
+    at_step: int | None,
+    batch_size: int | None,
+    world_size: int,
+    plot_path: str | None,
+) -> None:
+    """Show what the build in OUTPUT holds and what its plan will serve."""
+    from mixer.errors import StateError
     from mixer.stats import render_table, summarize
 
-    summary = summarize(Manifest.load(output))
+    if at_step is not None:
+        if batch_size is None:
+            raise StateError("--at-step needs --batch-size (and --world-size if W > 1)")
+        if at_sample is not None:
+            raise StateError("give --at-sample or --at-step, not both")
+        at_sample = at_step * batch_size * world_size
+    manifest, plan = _open(output)
+    summary = summarize(manifest, plan, at_sample)
+    if plot_path:
+        from mixer.plot import plot
+
+        plot(manifest, plan, plot_path)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
-        render_table(summary, Console())
+        render_table(summary, _stdout_console())
+        if plot_path:
+            click.echo(f"plot: {plot_path}")
+
+
+@main.command()
+@click.argument("output")
+@click.option("--source", help="The source whose block to show.")
+@click.option("--split", type=click.Choice(["train", "val"]), default="train", show_default=True)
+@click.option(
+    "--index",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Block index within the source's split.",
+)
+@click.option("--sample", type=click.IntRange(min=0), help="Show global sample N of the plan.")
+@_friendly
+def inspect(output: str, source: str | None, split: str, index: int, sample: int | None) -> None:
+    """Decode a block of OUTPUT back to text, document boundaries marked."""
+    from mixer.errors import StateError
+    from mixer.inspection import describe_block, describe_sample, render
+
+    if (source is None) == (sample is None):
+        raise StateError("give --source NAME (with --index, --split) or --sample N")
+    manifest, plan = _open(output)
+    if sample is not None:
+        info = describe_sample(manifest, plan, sample)
+    else:
+        info = describe_block(manifest, source, split, index)
+    render(info, _stdout_console())
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ class Manifest:
 
     def __init__(self, data: dict, root: Path):
         self.data, self.root = data, Path(root)
+        self.location = str(root)  # where the shards are: this folder, or a remote URL
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> Manifest:

@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mixer.errors import StateError
-from mixer.manifest import FILENAME as MANIFEST_FILE
-from mixer.manifest import Manifest
-from mixer.planfile import FILENAME as PLAN_FILE
 from mixer.planfile import load_plan, val_plan
-from mixer.shards import fetch, is_remote, local_path
-from mixer.store import SplitStore
+from mixer.store import SplitStore, cache_root, open_build
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
 CHUNK_SAMPLES = 128  # samples gathered at once (4 MiB of int64 at 2048 tokens)
@@ -67,11 +62,10 @@ class StreamingMixture(IterableDataset):
             raise StateError(f"batch_size must be >= 1, got {batch_size}")
         self.split, self.batch_size, self.position_ids = split, batch_size, position_ids
         self.rank, self.world_size = _rank_world(rank, world_size)
-        self.manifest = _load_manifest(self.path, cache_dir)
+        self.manifest = open_build(self.path, cache_dir)
         plan = load_plan(self.manifest) if split == "train" else val_plan(self.manifest)
         self.plan = plan.restrict(source) if source else plan
-        base = Path(cache_dir or os.environ.get("MIXER_CACHE") or Path.home() / ".cache" / "mixer")
-        self.cache_dir = base / self.manifest.fingerprint[:16]
+        self.cache_dir = cache_root(cache_dir) / self.manifest.fingerprint[:16]
         self._start = 0  # global samples consumed before this iteration
         self._yielded = 0  # samples this rank handed out in this process since _start
         self._stores: dict[str, SplitStore] = {}
@@ -193,7 +187,7 @@ class StreamingMixture(IterableDataset):
     def _store(self, name: str) -> SplitStore:
         if name not in self._stores:
             self._stores[name] = SplitStore(
-                root=self.path,
+                root=self.manifest.location,
                 cache=self.cache_dir,
                 source=name,
                 split=self.split,
@@ -239,15 +233,3 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
     if world < 1 or not 0 <= rank < world:
         raise StateError(f"rank {rank} is not in [0, world_size={world})")
     return rank, world
-
-
-def _load_manifest(path: str, cache_dir) -> Manifest:
-    """The manifest of a local or remote build (remote: manifest and plan fetched first)."""
-    if not is_remote(path):
-        return Manifest.load(local_path(path))
-    base = Path(cache_dir or os.environ.get("MIXER_CACHE") or Path.home() / ".cache" / "mixer")
-    meta = base / "remote" / path.replace("://", "/").strip("/")
-    for name in (MANIFEST_FILE, PLAN_FILE):
-        (meta / name).unlink(missing_ok=True)  # always re-read the small files
-        fetch(path, name, meta / name)
-    return Manifest.load(meta)

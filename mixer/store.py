@@ -22,9 +22,30 @@ from pathlib import Path
 import numpy as np
 
 from mixer.errors import OutputError
+from mixer.manifest import FILENAME as MANIFEST_FILE
+from mixer.manifest import Manifest
 from mixer.pack import positions
-from mixer.shards import Block, fetch, read_shard_file
+from mixer.planfile import FILENAME as PLAN_FILE
+from mixer.shards import Block, fetch, is_remote, local_path, read_shard_file
 from mixer.tokenizer import sha256_file
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where fetched and unpacked shards go: ``cache_dir``, $MIXER_CACHE or ~/.cache/mixer."""
+    return Path(cache_dir or os.environ.get("MIXER_CACHE") or Path.home() / ".cache" / "mixer")
+
+
+def open_build(path: str, cache_dir: str | os.PathLike | None = None) -> Manifest:
+    """The manifest of a build, local or remote (remote: manifest and plan fetched first)."""
+    if not is_remote(path):
+        return Manifest.load(local_path(path))
+    meta = cache_root(cache_dir) / "remote" / str(path).replace("://", "/").strip("/")
+    for name in (MANIFEST_FILE, PLAN_FILE):
+        (meta / name).unlink(missing_ok=True)  # always read the small files afresh
+        fetch(path, name, meta / name)
+    manifest = Manifest.load(meta)
+    manifest.location = str(path)
+    return manifest
 
 
 class SplitStore:
