@@ -11,6 +11,8 @@ so the bytes written do not depend on ``workers``.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -22,9 +24,9 @@ import numpy as np
 from rich.console import Console
 
 from mixer import __version__
-from mixer.errors import InputError, OutputError, RecipeError
+from mixer.errors import InputError, MixerError, RecipeError
 from mixer.executor import LocalExecutor, default_workers, emit, worker_state
-from mixer.manifest import FILENAME, FORMAT, Manifest
+from mixer.manifest import FORMAT, Manifest
 from mixer.pack import Packer
 from mixer.planfile import save_plan, train_plan
 from mixer.progress import BuildProgress
@@ -32,7 +34,8 @@ from mixer.recipe import Recipe, SourceSpec, ValidationSpec
 from mixer.shards import ShardWriter
 from mixer.sources import Unit, plan_units
 from mixer.tokenizer import Encoder, TokenizerInfo, load_tokenizer, sha256_file
-from mixer.work import DOC_DTYPE, UnitResult, run_unit, unit_paths
+from mixer.work import DOC_DTYPE, UnitResult, load_record, run_unit, unit_paths
+from mixer.workdir import BuildDir, write_error
 
 CHUNK_DOCS = 1 << 16  # documents routed and packed per step in the merge phase ...
 CHUNK_TOKENS = 1 << 24  # ... and tokens (64 MiB of uint32): the merge's memory bound
@@ -46,6 +49,7 @@ class _Task:
     work_dir: Path
     strict: bool
     keep_smallest: int
+    key: str
 
 
 def _setup(tokenizer_json: str, bos_id, eos_id, dtype: str) -> dict:
@@ -60,6 +64,7 @@ def _run(task: _Task) -> UnitResult:
         task.work_dir,
         strict=task.strict,
         keep_smallest=task.keep_smallest,
+        key=task.key,
         progress=emit,
     )
 
@@ -72,81 +77,110 @@ def build(
     console: Console | None = None,
     show_progress: bool | None = None,
 ) -> Manifest:
-    """Build ``recipe`` into ``recipe.output``; returns the published manifest."""
+    """Build ``recipe`` into ``recipe.output``; returns the published manifest.
+
+    A user mistake found while building (``--strict`` input, an empty source, an impossible
+    plan) discards the work; a crash or a kill keeps it, and the rerun reuses every finished
+    unit whose inputs are unchanged.
+    """
     console = console or Console(stderr=True)
     if recipe.output is None:
         raise RecipeError(f"{recipe.path}: output: missing; set `output:` or pass --output")
-    out = Path(recipe.output)
-    _check_target(out)
     started = time.perf_counter()
     tok = load_tokenizer(recipe.tokenizer)
     units = {s.name: plan_units(s) for s in recipe.sources}
-    work = _make_work_dir(out)
-    try:
-        workers = workers or default_workers()
-        setup = functools.partial(_setup, tok.json, tok.bos_id, tok.eos_id, tok.dtype)
-        totals = {name: sum(u.size for u in us) for name, us in units.items()}
-        enabled = console.is_terminal if show_progress is None else show_progress
-        with (
-            BuildProgress(totals, console, enabled) as bar,
-            LocalExecutor(workers, setup, on_event=bar.update) as ex,
-        ):
-            files = [f for s in recipe.sources for f in s.files]
-            hashes = dict(zip(files, ex.map(sha256_file, files), strict=True))
-            tasks = [
-                _Task(
-                    unit=u,
-                    spec=s,
-                    work_dir=work,
-                    strict=strict,
-                    keep_smallest=s.validation.docs or 0,
-                )
-                for s in recipe.sources
-                for u in units[s.name]
-            ]
-            results = list(ex.map(_run, tasks))
-        sources = {
-            s.name: _merge_source(
-                recipe,
-                s,
-                units[s.name],
-                [r for r in results if r.source == s.name],
-                tok,
-                work,
-                hashes,
+    enabled = console.is_terminal if show_progress is None else show_progress
+    with BuildDir(Path(recipe.output)) as bd:
+        try:
+            bar = BuildProgress(_totals(units), console, enabled)
+            manifest = _build_into(
+                bd.work, recipe, tok, units, workers or default_workers(), strict, bar
             )
-            for s in recipe.sources
-        }
-        shutil.rmtree(work / "units", ignore_errors=True)
-        manifest = _write_manifest(recipe, tok, sources, work)
-        save_plan(train_plan(manifest, recipe.to_dict()["mixture"]), work)
-        _report(console, manifest, time.perf_counter() - started)
-        _publish(work, out)
-        return Manifest.load(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+            _report(console, manifest, time.perf_counter() - started)
+            bd.publish()
+        except MixerError:
+            bd.discard()
+            raise
+        except OSError as e:
+            raise write_error(e, bd.work) from None
+    return Manifest.load(recipe.output)
 
 
-def _check_target(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder; choose another output")
-    if out.is_dir() and any(out.iterdir()) and not (out / FILENAME).exists():
-        raise OutputError(
-            f"{out}: exists, is not empty and is not a mixer output; remove it or choose another"
-            " output (mixer only replaces its own builds)"
+def _totals(units: dict[str, list[Unit]]) -> dict[str, int]:
+    return {name: sum(u.size for u in us) for name, us in units.items()}
+
+
+def _build_into(
+    work: Path,
+    recipe: Recipe,
+    tok: TokenizerInfo,
+    units: dict[str, list[Unit]],
+    workers: int,
+    strict: bool,
+    bar: BuildProgress,
+) -> Manifest:
+    for stale in ("sources", "tokenizer"):  # from a merge an earlier run did not finish
+        shutil.rmtree(work / stale, ignore_errors=True)
+    setup = functools.partial(_setup, tok.json, tok.bos_id, tok.eos_id, tok.dtype)
+    results: dict[tuple[str, int], UnitResult] = {}
+    with bar, LocalExecutor(workers, setup, on_event=bar.update) as ex:
+        files = [f for s in recipe.sources for f in s.files]
+        hashes = dict(zip(files, ex.map(sha256_file, files), strict=True))
+        tasks = []
+        for s in recipe.sources:
+            for u in units[s.name]:
+                key = _unit_key(u, s, tok, strict, hashes)
+                done = load_record(work, u, key)
+                if done is None:
+                    keep = s.validation.docs or 0
+                    tasks.append(
+                        _Task(
+                            unit=u,
+                            spec=s,
+                            work_dir=work,
+                            strict=strict,
+                            keep_smallest=keep,
+                            key=key,
+                        )
+                    )
+                else:
+                    results[u.source, u.index] = done
+                    bar.update(u.source, done.documents, done.tokens, done.bytes)
+        for r in ex.map(_run, tasks):
+            results[r.source, r.index] = r
+    sources = {
+        s.name: _merge_source(
+            recipe,
+            s,
+            units[s.name],
+            [results[s.name, u.index] for u in units[s.name]],
+            tok,
+            work,
+            hashes,
         )
+        for s in recipe.sources
+    }
+    shutil.rmtree(work / "units", ignore_errors=True)
+    manifest = _write_manifest(recipe, tok, sources, work)
+    save_plan(train_plan(manifest, recipe.to_dict()["mixture"]), work)
+    return manifest
 
 
-def _make_work_dir(out: Path) -> Path:
-    work = out.parent / f".{out.name}.building-{os.getpid()}"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
-    except OSError as e:
-        raise OutputError(f"{out.parent}: cannot write the output here ({e.strerror})") from None
-    return work
+def _unit_key(
+    unit: Unit, spec: SourceSpec, tok: TokenizerInfo, strict: bool, hashes: dict[str, str]
+) -> str:
+    """What a unit's output depends on: reuse a finished unit only if all of it is unchanged."""
+    parts = {
+        "unit": unit.__dict__,
+        "input": hashes.get(unit.path),
+        "hf": spec.hf.__dict__ if spec.hf else None,
+        "reading": [spec.text_field, spec.encoding, spec.txt_mode],
+        "validation": [bool(spec.validation.active), spec.validation.docs or 0],
+        "tokenizer": [tok.fingerprint, tok.bos_id, tok.eos_id, tok.dtype],
+        "strict": strict,
+        "mixer": __version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _val_threshold(val: ValidationSpec, results: list[UnitResult]) -> int | None:
@@ -229,8 +263,6 @@ def _merge_source(
             tok_val = np.repeat(is_val, lengths)
             train.feed(tokens[~tok_val], lengths[~is_val])
             val.feed(tokens[tok_val], lengths[is_val])
-        tok_path.unlink()
-        doc_path.unlink()
     record = {
         "weight": spec.weight,
         "inputs": _inputs(spec, hashes, len(units)),
@@ -297,17 +329,6 @@ def _write_manifest(recipe: Recipe, tok: TokenizerInfo, sources: dict, work: Pat
     manifest = Manifest(data, work)
     manifest.save()
     return manifest
-
-
-def _publish(work: Path, out: Path) -> None:
-    """Replace ``out`` by ``work``: the old output stays whole until the new one is complete."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
-        os.rename(work, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(work, out)
 
 
 def _report(console: Console, manifest: Manifest, seconds: float) -> None:

@@ -27,6 +27,7 @@ TXT_MODES = ("file", "line", "paragraph")
 SHUFFLES = ("blocks", "shards", "none")
 TIKTOKEN_PATTERNS = ("llama3", "qwen")
 DEFAULT_SHARD_SIZE = 1 << 26  # 64 MiB of uncompressed blocks per MDS shard
+DEFAULT_MAX_DOCUMENT = 1 << 26  # a longer JSON record or text line is skipped (too_long)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -78,6 +79,7 @@ class SourceSpec:
     encoding: str = "utf-8"
     txt_mode: str = "file"
     validation: ValidationSpec = ValidationSpec()
+    max_document_bytes: int = DEFAULT_MAX_DOCUMENT
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,6 +147,7 @@ def parse_recipe(
     packing = top.choice("packing", ("concat",), default="concat")
     remainder = top.choice("remainder", ("drop", "pad"), default="drop")
     shard_size = _size(top, "shard_size", DEFAULT_SHARD_SIZE)
+    max_doc = _size(top, "max_document_bytes", DEFAULT_MAX_DOCUMENT)
     tok = _tokenizer(top.mapping("tokenizer", required=True), base)
     default_val = _validation(top.mapping("validation"))
     mixture = _mixture(top.mapping("mixture"))
@@ -154,7 +157,8 @@ def parse_recipe(
     if not srcs.data:
         raise RecipeError(f"{origin}: sources: at least one source is needed")
     sources = tuple(
-        _source(srcs.mapping(key, required=True), key, base, default_val) for key in srcs.names()
+        _source(srcs.mapping(key, required=True), key, base, default_val, max_doc)
+        for key in srcs.names()
     )
     top.finish()
     return Recipe(
@@ -236,7 +240,9 @@ def _mixture(k: Keys) -> MixtureSpec:
     )
 
 
-def _source(k: Keys, name: str, base: Path, default_val: ValidationSpec) -> SourceSpec:
+def _source(
+    k: Keys, name: str, base: Path, default_val: ValidationSpec, max_doc: int
+) -> SourceSpec:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise RecipeError(
             f"{k.origin}: sources.{name}: a source name must be 1-64 letters, digits, '_', '-'"
@@ -262,6 +268,7 @@ def _source(k: Keys, name: str, base: Path, default_val: ValidationSpec) -> Sour
             " split into lines on b'\\n': convert the files to UTF-8 (iconv -t UTF-8)"
         )
     val = _validation(k.mapping("validation")) if "validation" in k.data else default_val
+    max_doc = _size(k, "max_document_bytes", max_doc)
     spec = SourceSpec(
         name=name,
         weight=weight,
@@ -269,6 +276,7 @@ def _source(k: Keys, name: str, base: Path, default_val: ValidationSpec) -> Sour
         encoding=encoding,
         txt_mode=txt_mode,
         validation=val,
+        max_document_bytes=max_doc,
         files=_files(k, base) if has_files else (),
         hf=_hf(k.mapping("hf"), base) if has_hf else None,
     )

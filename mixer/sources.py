@@ -11,6 +11,7 @@ reason; ``where`` is a line, record or row number that :meth:`Unit.locate` turns
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
@@ -33,10 +34,14 @@ REASONS = {
     "undecodable": "bytes that are invalid in the source's encoding",
     "invalid_unicode": "text with lone surrogates (e.g. a JSON \\ud800 escape)",
     "empty": "an empty or whitespace-only document",
+    "binary": "text with NUL bytes: binary data, not text",
+    "too_long": "a line or paragraph longer than max_document_bytes",
     "unreadable_file": "a file (or its rest) that cannot be read: corrupt or truncated",
 }
 
 Item = tuple[int, "str | None", "str | None"]  # (where, text, reason)
+CONTINUES = "+"  # the reason of a piece of a document whose next piece follows
+PIECE_CHARS = 1 << 20  # long documents are read and tokenized in pieces of about this size
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,21 +168,27 @@ def _open_binary(path: str):
     return open(path, "rb")  # noqa: SIM115
 
 
-def _lines(unit: Unit) -> Iterator[tuple[int, bytes]]:
-    """(line number within the unit, raw line) for the lines that start inside the unit."""
+def _lines(unit: Unit, limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number within the unit, raw line) for the lines that start inside the unit; a line
+    longer than ``limit`` bytes comes as None, read through in bounded memory."""
     n = 0
     try:
         with _open_binary(unit.path) as f:
             if unit.start > 0:
                 f.seek(unit.start - 1)
                 if f.read(1) != b"\n":
-                    f.readline()  # that line belongs to the previous unit
+                    _skip_line(f)  # that line belongs to the previous unit
             pos, stop = (f.tell() if unit.start > 0 else 0), unit.stop
-            for line in iter(f.readline, b""):
-                if 0 <= stop <= pos:
+            while not 0 <= stop <= pos:
+                line = f.readline(limit + 1)
+                if not line:
                     break
                 n += 1
                 pos += len(line)
+                if len(line) > limit and not line.endswith(b"\n"):
+                    pos += _skip_line(f)
+                    yield n, None
+                    continue
                 if n == 1 and unit.start == 0 and line.startswith(b"\xef\xbb\xbf"):
                     line = line[3:]  # a UTF-8 byte order mark
                 yield n, line
@@ -187,13 +198,23 @@ def _lines(unit: Unit) -> Iterator[tuple[int, bytes]]:
         raise _Unreadable(n + 1) from None
 
 
+def _skip_line(f) -> int:
+    """Read to the end of the current line, 1 MiB at a time; the bytes read."""
+    skipped = 0
+    while chunk := f.readline(1 << 20):
+        skipped += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return skipped
+
+
 def _stream_errors() -> tuple[type[Exception], ...]:
     import zstandard
 
     return (OSError, EOFError, ValueError, zstandard.ZstdError)
 
 
-def _record_text(obj, field: str) -> tuple[str | None, str | None]:
+def _record_text(obj, field: str, limit: int) -> tuple[str | None, str | None]:
     if not isinstance(obj, dict):
         return None, "not_a_record"
     text = obj.get(field)
@@ -201,18 +222,25 @@ def _record_text(obj, field: str) -> tuple[str | None, str | None]:
         return None, "missing_field"
     if not isinstance(text, str):
         return None, "not_text"
-    return _check_text(text)
+    return _check_text(text, limit)
 
 
-def _check_text(text: str) -> tuple[str | None, str | None]:
+def _check_text(text: str, limit: int | None = None) -> tuple[str | None, str | None]:
+    if limit is not None and len(text) > limit:
+        return None, "too_long"
     if not text or text.isspace():
         return None, "empty"
+    if "\x00" in text:
+        return None, "binary"
     return text, None
 
 
 def _read_json_lines(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
     utf8 = spec.encoding.replace("_", "-").lower() in ("utf-8", "utf8")
-    for n, line in _lines(unit):
+    for n, line in _lines(unit, spec.max_document_bytes):
+        if line is None:
+            yield n, None, "too_long"
+            continue
         if not line.strip():
             continue  # a blank line is not a record
         try:
@@ -223,7 +251,7 @@ def _read_json_lines(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
         except ValueError:
             yield n, None, "malformed_json"
             continue
-        text, reason = _record_text(obj, spec.text_field)
+        text, reason = _record_text(obj, spec.text_field, spec.max_document_bytes)
         yield n, text, reason
 
 
@@ -242,7 +270,7 @@ def _read_json_array(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
         f = raw if spec.encoding.lower() in ("utf-8", "utf8") else _Transcoder(raw, spec.encoding)
         try:
             for n, obj in enumerate(ijson.items(f, "item", use_float=True), 1):  # noqa: B007
-                text, reason = _record_text(obj, spec.text_field)
+                text, reason = _record_text(obj, spec.text_field, spec.max_document_bytes)
                 yield n, text, reason
         except (ijson.JSONError, UnicodeDecodeError, ValueError):
             yield n + 1, None, "malformed_json"
@@ -265,48 +293,95 @@ class _Transcoder:
         return out
 
 
+def split_text(text: str, size: int = PIECE_CHARS) -> list[str]:
+    """Cut a long text into pieces of about ``size`` characters, each cut just before a space
+    that follows a non-space, where byte-level pre-tokenizers split anyway (so the pieces
+    tokenize like the whole); a text without such a space is cut every ``size`` characters."""
+    pieces, a = [], 0
+    while len(text) - a > size:
+        cut = text.rfind(" ", a + size // 2, a + size)
+        while cut > a and text[cut - 1].isspace():
+            cut = text.rfind(" ", a + size // 2, cut)
+        cut = cut if cut > a else a + size
+        pieces.append(text[a:cut])
+        a = cut
+    pieces.append(text[a:])
+    return pieces
+
+
 def _read_txt(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
     if spec.txt_mode == "file":
-        data = Path(unit.path).read_bytes()
-        if data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        try:
-            yield (1, *_check_text(data.decode(spec.encoding)))
-        except UnicodeDecodeError:
-            yield 1, None, "undecodable"
+        yield from _read_whole_file(unit, spec.encoding)
         return
     if spec.txt_mode == "line":
-        for n, line in _lines(unit):
+        for n, line in _lines(unit, spec.max_document_bytes):
+            if line is None:
+                yield n, None, "too_long"
+                continue
             try:
                 yield (n, *_check_text(line.rstrip(b"\r\n").decode(spec.encoding)))
             except UnicodeDecodeError:
                 yield n, None, "undecodable"
         return
-    yield from _paragraphs(unit, spec.encoding)
+    yield from _paragraphs(unit, spec)
 
 
-def _paragraphs(unit: Unit, encoding: str) -> Iterator[Item]:
-    """Blank-line separated paragraphs, each one document with its lines joined by newlines."""
+def _read_whole_file(unit: Unit, encoding: str) -> Iterator[Item]:
+    """One document per file, streamed: a large file comes in pieces (CONTINUES) of about
+    PIECE_CHARS, cut at spaces, so it is never held whole; a failure after the first piece
+    drops the whole document (the worker discards the pieces it has)."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    text, start, seen = "", True, False
+    try:
+        with open(unit.path, "rb") as f:
+            while chunk := f.read(PIECE_CHARS):
+                if start and chunk.startswith(b"\xef\xbb\xbf"):
+                    chunk = chunk[3:]
+                start = False
+                text += decoder.decode(chunk)
+                if "\x00" in text:
+                    yield 1, None, "binary"
+                    return
+                if len(text) > PIECE_CHARS:
+                    *pieces, text = split_text(text, PIECE_CHARS)
+                    for p in pieces:
+                        seen = seen or not p.isspace()
+                        yield 1, p, CONTINUES
+            text += decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        yield 1, None, "undecodable"
+        return
+    if not seen and (not text or text.isspace()):
+        yield 1, None, "empty"
+    else:
+        yield 1, text, None
+
+
+def _paragraphs(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
+    """Blank-line separated paragraphs, each one document with its lines joined by newlines;
+    a paragraph longer than max_document_bytes is skipped (too_long)."""
     lines: list[str] = []
-    first, bad = 0, False
-    for n, raw in _lines(unit):
-        if raw.strip():
-            if not lines and not bad:
-                first = n
-            try:
-                lines.append(raw.rstrip(b"\r\n").decode(encoding))
-            except UnicodeDecodeError:
-                bad = True
+    first, bad, size = 0, None, 0
+    for n, raw in _lines(unit, spec.max_document_bytes):
+        if raw is not None and not raw.strip():  # a blank line ends the paragraph
+            if bad is not None or lines:
+                yield (first, None, bad) if bad else (first, *_check_text("\n".join(lines)))
+            lines, bad, size = [], None, 0
             continue
-        if bad:
-            yield first, None, "undecodable"
-        elif lines:
-            yield first, "\n".join(lines), None
-        lines, bad = [], False
-    if bad:
-        yield first, None, "undecodable"
-    elif lines:
-        yield first, "\n".join(lines), None
+        if not lines and bad is None:
+            first = n
+        if bad is not None:
+            continue
+        size += spec.max_document_bytes + 1 if raw is None else len(raw)
+        if size > spec.max_document_bytes:
+            bad, lines = "too_long", []
+            continue
+        try:
+            lines.append(raw.rstrip(b"\r\n").decode(spec.encoding))
+        except UnicodeDecodeError:
+            bad, lines = "undecodable", []
+    if bad is not None or lines:
+        yield (first, None, bad) if bad else (first, *_check_text("\n".join(lines)))
 
 
 def _read_parquet(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
@@ -334,7 +409,11 @@ def _read_parquet(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
         for batch in batches:
             for text in batch.column(0).to_pylist():
                 n += 1
-                yield (n, None, "missing_field") if text is None else (n, *_check_text(text))
+                yield (
+                    (n, None, "missing_field")
+                    if text is None
+                    else (n, *_check_text(text, spec.max_document_bytes))
+                )
     except (OSError, pa.ArrowException):
         raise _Unreadable(n + 1) from None
 
@@ -401,4 +480,4 @@ def _read_hf(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
         elif not isinstance(text, str):
             yield n, None, "not_text"
         else:
-            yield (n, *_check_text(text))
+            yield (n, *_check_text(text, spec.max_document_bytes))

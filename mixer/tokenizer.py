@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -252,33 +251,31 @@ class Encoder:
         self.tok.encode_special_tokens = True
         self.bos_id, self.eos_id, self.dtype = bos_id, eos_id, np.dtype(dtype)
 
-    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, lengths): each document's ids with its BOS/EOS, concatenated."""
+    def encode(self, texts: list[str], first=None, last=None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, lengths) of the texts concatenated; BOS before the texts where ``first`` (default
+        all) and EOS after those where ``last`` (pieces of one long document get them once)."""
         encs = self.tok.encode_batch_fast(texts, add_special_tokens=False)
         ids = [e.ids for e in encs]
         lengths = np.fromiter(map(len, ids), np.int64, len(ids))
         flat = np.fromiter(chain.from_iterable(ids), self.dtype, int(lengths.sum()))
-        extra = (self.bos_id is not None) + (self.eos_id is not None)
-        if not extra:
+        n = len(texts)
+        bos = np.ones(n, bool) if first is None else np.asarray(first, bool)
+        eos = np.ones(n, bool) if last is None else np.asarray(last, bool)
+        bos &= self.bos_id is not None
+        eos &= self.eos_id is not None
+        if not (bos.any() or eos.any()):
             return flat, lengths
-        out_len = lengths + extra
+        out_len = lengths + bos + eos
         starts = np.cumsum(out_len) - out_len
         out = np.empty(int(out_len.sum()), self.dtype)
         keep = np.ones(out.size, bool)
-        if self.bos_id is not None:
-            out[starts] = self.bos_id
-            keep[starts] = False
-        if self.eos_id is not None:
-            out[starts + out_len - 1] = self.eos_id
-            keep[starts + out_len - 1] = False
+        out[starts[bos]] = self.bos_id if self.bos_id is not None else 0
+        keep[starts[bos]] = False
+        ends = (starts + out_len - 1)[eos]
+        out[ends] = self.eos_id if self.eos_id is not None else 0
+        keep[ends] = False
         out[keep] = flat
         return out, out_len
 
     def decode(self, ids) -> str:
         return self.tok.decode(list(map(int, ids)), skip_special_tokens=False)
-
-
-def tokenizer_config(info: TokenizerInfo) -> str:
-    """The JSON the output folder keeps next to tokenizer.json (ids the build used)."""
-    keys = ("kind", "name", "fingerprint", "vocab_size", "bos_id", "eos_id", "pad_id", "dtype")
-    return json.dumps({k: getattr(info, k) for k in keys}, indent=2, sort_keys=True)
