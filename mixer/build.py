@@ -93,10 +93,11 @@ def build(
     with BuildDir(Path(recipe.output)) as bd:
         try:
             bar = BuildProgress(_totals(units), console, enabled)
-            manifest = _build_into(
+            manifest, reused, num_units = _build_into(
                 bd.work, recipe, tok, units, workers or default_workers(), strict, bar
             )
-            _report(console, manifest, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            _report(console, manifest, seconds, reused, num_units)
             bd.publish()
         except MixerError:
             bd.discard()
@@ -118,7 +119,8 @@ def _build_into(
     workers: int,
     strict: bool,
     bar: BuildProgress,
-) -> Manifest:
+) -> tuple[Manifest, int, int]:
+    """The whole build inside ``work``: (manifest, units reused, units in all)."""
     for stale in ("sources", "tokenizer"):  # from a merge an earlier run did not finish
         shutil.rmtree(work / stale, ignore_errors=True)
     setup = functools.partial(_setup, tok.json, tok.bos_id, tok.eos_id, tok.dtype)
@@ -148,6 +150,7 @@ def _build_into(
                     bar.update(u.source, done.documents, done.tokens, done.bytes)
         for r in ex.map(_run, tasks):
             results[r.source, r.index] = r
+    reused = len(results) - len(tasks)
     sources = {
         s.name: _merge_source(
             recipe,
@@ -163,7 +166,7 @@ def _build_into(
     shutil.rmtree(work / "units", ignore_errors=True)
     manifest = _write_manifest(recipe, tok, sources, work)
     save_plan(train_plan(manifest, recipe.to_dict()["mixture"]), work)
-    return manifest
+    return manifest, reused, len(results)
 
 
 def _unit_key(
@@ -207,10 +210,13 @@ class _Split:
         )
         self.hist = np.zeros(HIST_BINS, np.int64)
 
-    def feed(self, tokens: np.ndarray, lengths: np.ndarray) -> None:
+    def feed(self, tokens: np.ndarray, lengths: np.ndarray, continues: bool, whole) -> None:
+        """Documents' tokens (the first continuing the previous feed's last if ``continues``);
+        ``whole`` are the full lengths of the documents that start here (for the histogram)."""
         if lengths.size:
-            self.writer.write(self.packer.feed(tokens, lengths))
-            bins = np.minimum(np.log2(lengths).astype(np.int64), HIST_BINS - 1)
+            self.writer.write(self.packer.feed(tokens, lengths, continues=continues))
+        if len(whole):
+            bins = np.minimum(np.log2(whole).astype(np.int64), HIST_BINS - 1)
             self.hist += np.bincount(bins, minlength=HIST_BINS)
 
     def finish(self, remainder: str, pad_id: int) -> dict:
@@ -255,14 +261,16 @@ def _merge_source(
     train, val = _Split(recipe, tok, root / "train"), _Split(recipe, tok, root / "val")
     for unit in units:
         tok_path, doc_path = unit_paths(work, unit)
-        for tokens, docs in _chunks(tok_path, doc_path, tok.dtype):
-            is_val = (
-                docs["hash"] <= threshold if threshold is not None else np.zeros(len(docs), bool)
-            )
-            lengths = docs["length"].astype(np.int64)
+        for tokens, lengths, doc_hashes, cont, whole in _chunks(tok_path, doc_path, tok.dtype):
+            if threshold is None:
+                is_val = np.zeros(len(doc_hashes), bool)
+            else:
+                is_val = doc_hashes <= threshold
             tok_val = np.repeat(is_val, lengths)
-            train.feed(tokens[~tok_val], lengths[~is_val])
-            val.feed(tokens[tok_val], lengths[is_val])
+            starts = is_val[1:] if cont else is_val  # the documents that start in this chunk
+            first_val = bool(is_val[0])
+            train.feed(tokens[~tok_val], lengths[~is_val], cont and not first_val, whole[~starts])
+            val.feed(tokens[tok_val], lengths[is_val], cont and first_val, whole[starts])
     record = {
         "weight": spec.weight,
         "inputs": _inputs(spec, hashes, len(units)),
@@ -278,8 +286,10 @@ def _merge_source(
 
 
 def _chunks(tok_path: Path, doc_path: Path, dtype: str):
-    """(tokens, docs) of a unit's spill files, memory-mapped and cut into pieces of at most
-    CHUNK_DOCS documents and CHUNK_TOKENS tokens (a longer document comes alone)."""
+    """A unit's spill files, memory-mapped, as (tokens, lengths, hashes, continues, whole):
+    at most CHUNK_DOCS documents and CHUNK_TOKENS tokens at a time; a longer document comes
+    alone, in slices (``continues``: the first slice continues the previous chunk's last
+    document; ``whole``: full lengths of the documents starting in the chunk)."""
     if doc_path.stat().st_size == 0:
         return
     docs = np.memmap(doc_path, DOC_DTYPE, mode="r")
@@ -287,10 +297,19 @@ def _chunks(tok_path: Path, doc_path: Path, dtype: str):
     pos = a = 0
     while a < len(docs):
         head = np.asarray(docs["length"][a : a + CHUNK_DOCS], np.int64)
-        take = max(1, int(np.searchsorted(np.cumsum(head), CHUNK_TOKENS, side="right")))
+        take = int(np.searchsorted(np.cumsum(head), CHUNK_TOKENS, side="right"))
+        if take == 0:  # one document longer than CHUNK_TOKENS: in slices
+            n, h = int(head[0]), docs["hash"][a : a + 1].copy()
+            for s in range(0, n, CHUNK_TOKENS):
+                m = min(CHUNK_TOKENS, n - s)
+                whole = head[:1] if s == 0 else head[:0]
+                yield np.array(tokens[pos + s : pos + s + m]), np.array([m]), h, s > 0, whole
+            pos, a = pos + n, a + 1
+            continue
         part = np.array(docs[a : a + take])
-        n = int(part["length"].sum())
-        yield np.array(tokens[pos : pos + n]), part
+        lengths = part["length"].astype(np.int64)
+        n = int(lengths.sum())
+        yield np.array(tokens[pos : pos + n]), lengths, part["hash"], False, lengths
         pos += n
         a += take
 
@@ -331,7 +350,9 @@ def _write_manifest(recipe: Recipe, tok: TokenizerInfo, sources: dict, work: Pat
     return manifest
 
 
-def _report(console: Console, manifest: Manifest, seconds: float) -> None:
+def _report(
+    console: Console, manifest: Manifest, seconds: float, reused: int, num_units: int
+) -> None:
     for name, src in manifest.data["sources"].items():
         if src["skipped"]:
             counts = ", ".join(f"{k} {v}" for k, v in src["skipped"].items())
@@ -353,7 +374,8 @@ def _report(console: Console, manifest: Manifest, seconds: float) -> None:
     total = sum(
         s[sp]["blocks"] for s in manifest.data["sources"].values() for sp in ("train", "val")
     )
+    note = f" (reused {reused} of {num_units} finished units)" if reused else ""
     console.print(
-        f"built {len(manifest.data['sources'])} sources, {total:,} blocks in {seconds:.1f}s",
+        f"built {len(manifest.data['sources'])} sources, {total:,} blocks in {seconds:.1f}s{note}",
         highlight=False,
     )

@@ -119,6 +119,7 @@ def stats(
     """Show what the build in OUTPUT holds and what its plan will serve."""
     from mixer.errors import StateError
     from mixer.stats import render_table, summarize
+    from mixer.verify import check_files
 
     if at_step is not None:
         if batch_size is None:
@@ -127,6 +128,7 @@ def stats(
             raise StateError("give --at-sample or --at-step, not both")
         at_sample = at_step * batch_size * world_size
     manifest, plan = _open(output)
+    check_files(manifest)
     summary = summarize(manifest, plan, at_sample)
     if plot_path:
         from mixer.plot import plot
@@ -166,6 +168,22 @@ def inspect(output: str, source: str | None, split: str, index: int, sample: int
     else:
         info = describe_block(manifest, source, split, index)
     render(info, _stdout_console())
+
+
+@main.command()
+@click.argument("output", type=click.Path(file_okay=False))
+@_friendly
+def verify(output: str) -> None:
+    """Check OUTPUT whole: hashes, every block decoded, counts against the manifest."""
+    from mixer.verify import verify as run_verify
+
+    problems, totals = run_verify(output)
+    if problems:
+        for p in problems:
+            click.echo(f"problem: {p}", err=True)
+        click.echo(f"{output}: {len(problems)} problem(s)", err=True)
+        sys.exit(1)
+    click.echo(f"{output}: ok ({totals['shards']} shards, {totals['blocks']:,} blocks verified)")
 
 
 if __name__ == "__main__":

@@ -105,10 +105,27 @@ class StreamingMixture(IterableDataset):
 
     # -- resume ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Small JSON-able state: global samples consumed (complete global batches) and plan."""
+        """Small JSON-able state: global samples consumed (complete global batches) and plan.
+
+        Taken between batches. A call in the middle of one means the DataLoader's batch size is
+        not this dataset's ``batch_size`` (or the state is taken mid-batch): an error, since
+        rounding would replay or skip samples on resume.
+        """
         sl = self._slicing()
-        seen = sl.global_seen(self._yielded // sl.batch)  # complete global batches
-        return {"samples_seen": seen, "plan": self.plan.fingerprint, "split": self.split}
+        if self._yielded % sl.batch:
+            raise StateError(
+                f"state_dict() after {self._yielded} samples, in the middle of a batch of"
+                f" {sl.batch}: give StreamingMixture the DataLoader's batch_size and take the"
+                " state between batches"
+            )
+        seen = sl.global_seen(self._yielded // sl.batch)
+        return {
+            "samples_seen": seen,
+            "plan": self.plan.fingerprint,
+            "split": self.split,
+            "batch_size": sl.batch,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue after ``state["samples_seen"]`` global samples, in O(1).

@@ -31,14 +31,15 @@ class Packer:
         self.num_tokens = 0
         self.num_documents = 0
 
-    def feed(self, tokens: np.ndarray, lengths: np.ndarray) -> Packed:
-        """Add documents (their tokens concatenated, and each one's length >= 1)."""
+    def feed(self, tokens: np.ndarray, lengths: np.ndarray, continues: bool = False) -> Packed:
+        """Add documents (their tokens concatenated, and each one's length >= 1); with
+        ``continues``, the first one is the rest of the previous feed's last document."""
         assert int(lengths.sum()) == tokens.size and (lengths > 0).all()
         self.num_tokens += tokens.size
-        self.num_documents += lengths.size
+        self.num_documents += lengths.size - int(continues)
         L = self.seq_len
         buf = np.concatenate([self._carry, tokens.astype(self.dtype, copy=False)])
-        doc_starts = np.cumsum(lengths) - lengths + self._carry.size
+        doc_starts = (np.cumsum(lengths) - lengths + self._carry.size)[int(continues) :]
         starts = np.concatenate([self._carry_starts, doc_starts])
         n = buf.size // L
         cuts = np.searchsorted(starts, np.arange(n + 1) * L)  # starts of block b: cuts[b]:cuts[b+1]

@@ -149,8 +149,13 @@ def test_resume_equals_uninterrupted(out, cache, stop, world_after, batch_after)
     ds = mixture(out, cache, batch_size=4)
     it = iter(ds)
     first = [next(it)["index"] for _ in range(stop)]
+    if stop % 4:  # the middle of a batch: resuming there would replay or skip samples
+        with pytest.raises(StateError, match=rf"after {stop} samples, in the middle of a batch"):
+            ds.state_dict()
+        first += [next(it)["index"] for _ in range(4 - stop % 4)]
     state = json.loads(json.dumps(ds.state_dict()))  # JSON-serializable
-    assert state["samples_seen"] == stop // 4 * 4
+    assert state["samples_seen"] == -(-stop // 4) * 4
+    assert (state["batch_size"], state["world_size"]) == (4, 1)
     resumed = []
     for r in range(world_after):
         ds2 = mixture(out, cache, batch_size=batch_after, rank=r, world_size=world_after)

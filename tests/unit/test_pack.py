@@ -95,3 +95,32 @@ def test_position_ids_of_many_blocks_match_a_per_token_oracle(starts):
             last = j if j in s else last
             expected.append(j - last)
         assert got[r].tolist() == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 40), min_size=1, max_size=20),
+    seq_len=st.integers(2, 16),
+    cut=st.integers(1, 39),
+    which=st.integers(0, 19),
+)
+def test_a_document_fed_in_slices_packs_like_a_whole_one(lengths, seq_len, cut, which):
+    which %= len(lengths)
+    tokens = np.arange(sum(lengths), dtype=np.uint32)
+    whole = Packer(seq_len, np.uint32)
+    a = whole.feed(tokens, np.array(lengths))
+    sliced = Packer(seq_len, np.uint32)
+    before = sum(lengths[:which])
+    cut = min(cut, lengths[which] - 1) if lengths[which] > 1 else 0
+    parts = [(0, before + cut, lengths[:which] + ([cut] if cut else []), False)]
+    rest = [lengths[which] - cut] + lengths[which + 1 :]
+    parts.append((before + cut, sum(lengths), rest, bool(cut)))
+    blocks, starts = [], []
+    for lo, hi, ls, cont in parts:
+        if ls:
+            out = sliced.feed(tokens[lo:hi], np.array(ls), continues=cont)
+            blocks += list(out.blocks)
+            starts += out.starts
+    assert [b.tolist() for b in blocks] == [b.tolist() for b in a.blocks]
+    assert [s.tolist() for s in starts] == [s.tolist() for s in a.starts]
+    assert sliced.num_documents == whole.num_documents == len(lengths)

@@ -1,0 +1,130 @@
+"""Checking an output against its manifest: cheaply (sizes) or fully (hashes, every block)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from mixer.errors import MixerError, OutputError
+from mixer.manifest import SPLITS, Manifest
+from mixer.shards import read_shard_file
+from mixer.tokenizer import sha256_file
+
+
+def check_files(manifest: Manifest) -> None:
+    """Every shard present with its recorded size (a stat each): OutputError naming the first
+    that is missing or truncated. Local builds only; remote shards are checked when fetched."""
+    if manifest.location != str(manifest.root):
+        return
+    for shard, path in _shards(manifest):
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise OutputError(f"{path}: shard is missing; rebuild or restore the output") from None
+        if size != shard["bytes"]:
+            raise OutputError(
+                f"{path}: shard has {size:,} bytes, the manifest says {shard['bytes']:,}"
+                " (truncated or altered); run `mixer verify` or rebuild"
+            )
+
+
+def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
+    """(problems, totals) of a full check: manifest and plan fingerprints, tokenizer files,
+    every shard's sha256, its blocks decoded and checked, counts against the manifest."""
+    problems: list[str] = []
+    try:
+        manifest = Manifest.load(root)
+    except OutputError as e:
+        return [str(e)], {}
+    try:
+        from mixer.planfile import load_plan
+
+        load_plan(manifest)
+    except MixerError as e:
+        problems.append(str(e))
+    problems += _tokenizer_problems(manifest)
+    totals = {"shards": 0, "blocks": 0}
+    for name in manifest.source_names:
+        for split in SPLITS:
+            problems += _split_problems(manifest, name, split, totals)
+    return problems, totals
+
+
+def _tokenizer_problems(manifest: Manifest) -> Iterator[str]:
+    folder = manifest.root / "tokenizer"
+    for name, digest in manifest.data["tokenizer"].get("files", {}).items():
+        path = folder / name
+        if not path.exists():
+            yield f"{path}: tokenizer file is missing"
+        elif sha256_file(path) != digest:
+            yield f"{path}: tokenizer file was altered (sha256 differs from the manifest)"
+
+
+def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> list[str]:
+    rec = manifest.split(name, split)
+    folder = manifest.split_dir(name, split)
+    problems = []
+    listed = {s["file"] for s in rec["shards"]} | {"index.json"}
+    if not (folder / "index.json").exists():
+        problems.append(f"{folder / 'index.json'}: MDS index is missing")
+    elif _index_files(folder) != listed - {"index.json"}:
+        problems.append(f"{folder / 'index.json'}: lists other shards than the manifest")
+    if folder.is_dir():
+        problems += [
+            f"{folder / f}: unexpected file" for f in sorted(set(os.listdir(folder)) - listed)
+        ]
+    blocks = 0
+    vocab = manifest.data["tokenizer"]["vocab_size"]
+    for shard in rec["shards"]:
+        path = folder / shard["file"]
+        if not path.exists():
+            problems.append(f"{path}: shard is missing")
+            continue
+        if sha256_file(path) != shard["sha256"]:
+            problems.append(f"{path}: sha256 differs from the manifest (corrupted or altered)")
+            continue
+        try:
+            reader = read_shard_file(path, seq_len=manifest.seq_len, dtype=manifest.dtype)
+        except OutputError as e:
+            problems.append(str(e))
+            continue
+        if len(reader) != shard["samples"]:
+            problems.append(f"{path}: {len(reader)} blocks, the manifest says {shard['samples']}")
+        ids = reader.all_ids()
+        if ids.size and int(ids.max()) >= vocab:
+            problems.append(f"{path}: token id {int(ids.max())} >= vocabulary size {vocab}")
+        rows, cols = reader.all_starts()
+        bad = (cols >= manifest.seq_len) | (np.diff(rows, prepend=-1) == 0) & (
+            np.diff(cols, prepend=-1) <= 0
+        )
+        if bad.any():
+            problems.append(f"{path}: block {int(rows[bad][0])} has invalid document starts")
+        blocks += len(reader)
+        totals["shards"] += 1
+    totals["blocks"] += blocks
+    if blocks != rec["blocks"] and not any("shard" in p for p in problems):
+        problems.append(f"{folder}: {blocks} blocks, the manifest says {rec['blocks']}")
+    padded = rec["blocks"] * manifest.seq_len - rec["padding_tokens"] + rec["dropped_tokens"]
+    if padded != rec["tokens"]:
+        problems.append(f"{name}/{split}: token counts in the manifest do not add up")
+    return problems
+
+
+def _index_files(folder: Path) -> set[str]:
+    try:
+        index = json.loads((folder / "index.json").read_text())
+        return {s["zip_data"]["basename"] for s in index["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _shards(manifest: Manifest):
+    for name in manifest.source_names:
+        for split in SPLITS:
+            folder = manifest.split_dir(name, split)
+            for shard in manifest.split(name, split)["shards"]:
+                yield shard, folder / shard["file"]
