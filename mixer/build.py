@@ -286,32 +286,35 @@ def _merge_source(
 
 
 def _chunks(tok_path: Path, doc_path: Path, dtype: str):
-    """A unit's spill files, memory-mapped, as (tokens, lengths, hashes, continues, whole):
-    at most CHUNK_DOCS documents and CHUNK_TOKENS tokens at a time; a longer document comes
-    alone, in slices (``continues``: the first slice continues the previous chunk's last
-    document; ``whole``: full lengths of the documents starting in the chunk)."""
-    if doc_path.stat().st_size == 0:
-        return
-    docs = np.memmap(doc_path, DOC_DTYPE, mode="r")
-    tokens = np.memmap(tok_path, dtype, mode="r") if tok_path.stat().st_size else np.empty(0, dtype)
-    pos = a = 0
-    while a < len(docs):
-        head = np.asarray(docs["length"][a : a + CHUNK_DOCS], np.int64)
-        take = int(np.searchsorted(np.cumsum(head), CHUNK_TOKENS, side="right"))
-        if take == 0:  # one document longer than CHUNK_TOKENS: in slices
-            n, h = int(head[0]), docs["hash"][a : a + 1].copy()
-            for s in range(0, n, CHUNK_TOKENS):
-                m = min(CHUNK_TOKENS, n - s)
-                whole = head[:1] if s == 0 else head[:0]
-                yield np.array(tokens[pos + s : pos + s + m]), np.array([m]), h, s > 0, whole
-            pos, a = pos + n, a + 1
-            continue
-        part = np.array(docs[a : a + take])
-        lengths = part["length"].astype(np.int64)
-        n = int(lengths.sum())
-        yield np.array(tokens[pos : pos + n]), lengths, part["hash"], False, lengths
-        pos += n
-        a += take
+    """A unit's spill files as (tokens, lengths, hashes, continues, whole): at most CHUNK_DOCS
+    documents and CHUNK_TOKENS tokens at a time; a longer document comes alone, in slices
+    (``continues``: the first slice continues the previous chunk's last document; ``whole``:
+    full lengths of the documents starting in the chunk). Plain reads, not a memory map, so
+    the merge's resident memory is one chunk, whatever the size of the unit."""
+    dtype = np.dtype(dtype)
+    num_docs = doc_path.stat().st_size // DOC_DTYPE.itemsize
+    with open(tok_path, "rb") as toks, open(doc_path, "rb") as docs_file:
+
+        def read_tokens(n: int) -> np.ndarray:
+            return np.fromfile(toks, dtype, count=n)
+
+        a = 0
+        while a < num_docs:
+            head = np.fromfile(docs_file, DOC_DTYPE, count=min(CHUNK_DOCS, num_docs - a))
+            lengths_all = head["length"].astype(np.int64)
+            take = int(np.searchsorted(np.cumsum(lengths_all), CHUNK_TOKENS, side="right"))
+            if take == 0:  # one document longer than CHUNK_TOKENS: in slices
+                n, h = int(lengths_all[0]), head["hash"][:1].copy()
+                for s in range(0, n, CHUNK_TOKENS):
+                    m = min(CHUNK_TOKENS, n - s)
+                    whole = lengths_all[:1] if s == 0 else lengths_all[:0]
+                    yield read_tokens(m), np.array([m]), h, s > 0, whole
+                take = 1
+            else:
+                lengths = lengths_all[:take]
+                yield read_tokens(int(lengths.sum())), lengths, head["hash"][:take], False, lengths
+            a += take
+            docs_file.seek(a * DOC_DTYPE.itemsize)  # re-read what this chunk did not take
 
 
 def _inputs(spec: SourceSpec, hashes: dict[str, str], num_units: int) -> dict:

@@ -22,7 +22,7 @@ from mixer.recipe import SourceSpec
 from mixer.sources import CONTINUES, PIECE_CHARS, REASONS, Unit, read_unit, split_text
 from mixer.tokenizer import Encoder
 
-BATCH_CHARS = 4 << 20  # characters of text per encode_batch call
+BATCH_CHARS = 1 << 20  # characters of text per encode_batch call (its memory: ~40 bytes a token)
 BATCH_DOCS = 4096
 MAX_EXAMPLES = 5  # skip locations kept per unit (and printed per source)
 DOC_DTYPE = np.dtype([("hash", "<u8"), ("length", "<u8")])
