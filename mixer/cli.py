@@ -43,10 +43,36 @@ def main() -> None:
 @click.option(
     "--strict", is_flag=True, help="Fail on the first bad document instead of skipping it."
 )
-@click.option("--progress/--no-progress", default=None, help="Progress bars [on a terminal].")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars [on a terminal; a JSON line per unit otherwise].",
+)
+@click.option(
+    "--encoder",
+    type=click.Choice(["auto", "tiktoken", "tokenizers"]),
+    default="auto",
+    show_default=True,
+    help="Encoding backend: tiktoken where it gives the same ids.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where units run: local processes, or Ray tasks.",
+)
+@click.option("--address", help="Ray cluster address [start a local Ray instance].")
 @_friendly
 def build(
-    recipe: str, output: str | None, workers: int | None, strict: bool, progress: bool | None
+    recipe: str,
+    output: str | None,
+    workers: int | None,
+    strict: bool,
+    progress: bool | None,
+    encoder: str,
+    engine: str,
+    address: str | None,
 ) -> None:
     """Build RECIPE into tokenized, packed MDS shards with a manifest."""
     from mixer.build import build as run_build
@@ -54,7 +80,14 @@ def build(
 
     r = load_recipe(recipe, output=output)
     manifest = run_build(
-        r, workers=workers, strict=strict, show_progress=progress, console=Console(stderr=True)
+        r,
+        workers=workers,
+        strict=strict,
+        show_progress=progress,
+        console=Console(stderr=True),
+        encoder=encoder,
+        engine=engine,
+        address=address,
     )
     click.echo(f"wrote {manifest.root}")
 

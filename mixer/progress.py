@@ -1,7 +1,13 @@
-"""Build progress: one rich bar per source on a terminal (MB/s, documents/s, tokens), else none."""
+"""Build progress: rich bars on a terminal, a JSON line per finished unit otherwise.
+
+Events come from the workers (through the executor): ``("batch", source, documents, tokens)``
+while a unit is read, ``("unit", source, index, documents, tokens, bytes)`` when it is done.
+"""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 from rich.console import Console
@@ -15,6 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+MODES = ("bars", "log", "off")
 
 
 class _Rates(ProgressColumn):
@@ -31,12 +39,14 @@ class _Rates(ProgressColumn):
 
 
 class BuildProgress:
-    """``update(source, docs, tokens, bytes)`` from any thread; a no-op when disabled."""
+    """Thread-safe ``update(*event)``; ``mode`` is "bars", "log" or "off"."""
 
-    def __init__(self, totals: dict[str, int], console: Console, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, totals: dict[str, int], units: dict[str, int], console: Console, mode: str):
+        assert mode in MODES
+        self.mode, self.console, self.units = mode, console, units
         self.started = time.perf_counter()
-        if not enabled:
+        self._lock = threading.Lock()
+        if mode != "bars":
             return
         self._progress = Progress(
             TextColumn("[bold]{task.description:<12}"),
@@ -46,30 +56,63 @@ class BuildProgress:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
-            transient=False,
         )
         self._tasks = {
             name: self._progress.add_task(name, total=max(total, 1), docs=0, tokens=0)
             for name, total in totals.items()
         }
+        if len(totals) > 1:
+            self._tasks[None] = self._progress.add_task(
+                "all", total=max(sum(totals.values()), 1), docs=0, tokens=0
+            )
+
+    def note(self, message: str) -> None:
+        """A line worth seeing (which encoder runs, and why)."""
+        if self.mode == "log":
+            self._log({"event": "note", "message": message})
+        elif self.mode == "bars":
+            self.console.print(message, highlight=False, soft_wrap=True)
+
+    def update(self, kind: str, source: str, *args) -> None:
+        with self._lock:
+            if kind == "batch" and self.mode == "bars":
+                self._advance(source, docs=args[0], tokens=args[1])
+            elif kind == "unit":
+                index, docs, tokens, nbytes = args
+                if self.mode == "bars":
+                    self._advance(source, nbytes=nbytes)
+                elif self.mode == "log":
+                    self._log(
+                        {
+                            "event": "unit",
+                            "source": source,
+                            "unit": index,
+                            "units": self.units[source],
+                            "documents": docs,
+                            "tokens": tokens,
+                            "bytes": nbytes,
+                        }
+                    )
+
+    def _advance(self, source: str, docs: int = 0, tokens: int = 0, nbytes: int = 0) -> None:
+        for key in (source, None):
+            task_id = self._tasks.get(key)
+            if task_id is None:
+                continue
+            f = self._progress.tasks[task_id].fields
+            self._progress.update(
+                task_id, advance=nbytes, docs=f["docs"] + docs, tokens=f["tokens"] + tokens
+            )
+
+    def _log(self, record: dict) -> None:
+        record["elapsed_s"] = round(time.perf_counter() - self.started, 3)
+        self.console.print(json.dumps(record), highlight=False, soft_wrap=True, markup=False)
 
     def __enter__(self) -> BuildProgress:
-        if self.enabled:
+        if self.mode == "bars":
             self._progress.start()
         return self
 
-    def update(self, source: str, docs: int, tokens: int, nbytes: int) -> None:
-        if not self.enabled:
-            return
-        task_id = self._tasks[source]
-        task = self._progress.tasks[task_id]
-        self._progress.update(
-            task_id,
-            advance=nbytes,
-            docs=task.fields["docs"] + docs,
-            tokens=task.fields["tokens"] + tokens,
-        )
-
     def __exit__(self, *exc) -> None:
-        if self.enabled:
+        if self.mode == "bars":
             self._progress.stop()

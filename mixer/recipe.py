@@ -80,6 +80,8 @@ class SourceSpec:
     txt_mode: str = "file"
     validation: ValidationSpec = ValidationSpec()
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT
+    reuse: str | None = None  # `from:` another build's folder (resolved) ...
+    reuse_source: str | None = None  # ... and the source's name there (default: this name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -251,9 +253,9 @@ def _source(
     weight = k.float("weight", required=True)
     if not (weight > 0 and math.isfinite(weight)):
         raise RecipeError(f"{k.origin}: {k.path('weight')}: must be > 0, got {weight}")
-    has_files, has_hf = "files" in k.data, "hf" in k.data
-    if has_files == has_hf:
-        raise k.error("give exactly one of files or hf")
+    has_files, has_hf, has_from = "files" in k.data, "hf" in k.data, "from" in k.data
+    if has_files + has_hf + has_from != 1:
+        raise k.error("give exactly one of files, hf or from")
     txt_mode = k.choice("txt_mode", TXT_MODES, default="file")
     encoding = k.str("encoding", default="utf-8")
     try:
@@ -279,6 +281,8 @@ def _source(
         max_document_bytes=max_doc,
         files=_files(k, base) if has_files else (),
         hf=_hf(k.mapping("hf"), base) if has_hf else None,
+        reuse=str((base / k.str("from")).resolve()) if has_from else None,
+        reuse_source=k.str("source"),
     )
     k.finish()
     return spec

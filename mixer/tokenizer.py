@@ -249,13 +249,18 @@ class Encoder:
 
         self.tok = Tokenizer.from_str(tokenizer_json)
         self.tok.encode_special_tokens = True
+        self._specials(bos_id, eos_id, dtype)
+
+    def _specials(self, bos_id: int | None, eos_id: int | None, dtype: str) -> None:
         self.bos_id, self.eos_id, self.dtype = bos_id, eos_id, np.dtype(dtype)
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
 
     def encode(self, texts: list[str], first=None, last=None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, lengths) of the texts concatenated; BOS before the texts where ``first`` (default
         all) and EOS after those where ``last`` (pieces of one long document get them once)."""
-        encs = self.tok.encode_batch_fast(texts, add_special_tokens=False)
-        ids = [e.ids for e in encs]
+        ids = self._ids(texts)
         lengths = np.fromiter(map(len, ids), np.int64, len(ids))
         flat = np.fromiter(chain.from_iterable(ids), self.dtype, int(lengths.sum()))
         n = len(texts)
@@ -276,6 +281,3 @@ class Encoder:
         keep[ends] = False
         out[keep] = flat
         return out, out_len
-
-    def decode(self, ids) -> str:
-        return self.tok.decode(list(map(int, ids)), skip_special_tokens=False)

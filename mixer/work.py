@@ -114,7 +114,7 @@ def run_unit(
     key: str = "",
     progress=None,
 ) -> UnitResult:
-    """Read, tokenize and spill one unit; ``progress(source, docs, tokens, bytes)`` per batch."""
+    """Read, tokenize and spill one unit; ``progress(*event)`` per batch and at the end."""
     w = _UnitWriter(unit, spec, encoder, work_dir, strict, keep_smallest, progress)
     for where, text, reason in read_unit(unit, spec):
         if reason == CONTINUES:
@@ -132,7 +132,7 @@ def run_unit(
     res.smallest = w.smallest if keep_smallest else None
     _save_record(work_dir, unit, key, res, encoder.dtype.itemsize)
     if progress:
-        progress(unit.source, 0, 0, unit.size)
+        progress("unit", unit.source, unit.index, res.documents, res.tokens, unit.size)
     return res
 
 
@@ -260,7 +260,7 @@ class _UnitWriter:
             ]
         self.res.documents += len(docs)
         if self.progress:
-            self.progress(self.unit.source, len(docs), int(ids.size), 0)
+            self.progress("batch", self.unit.source, len(docs), int(ids.size))
         self.batch, self.chars = [], 0
 
     def _drop_invalid_unicode(self) -> None:

@@ -53,7 +53,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_output(tmp_path, cli):
         assert cli("build", recipe_in(tmp_path, out), "-w", "1").exit_code == 0
         before = Manifest.load(out).fingerprint
         big = recipe_in(tmp_path, out, sources=("web", "books", "zh"))
-        result = cli("build", big, "-w", "1")
+        result = cli("build", big, "-w", "1", "--no-progress")
         assert result.exit_code == 2, result.output
         assert result.output.count("\n") == 1
         assert "no space left on the device; free space and rerun" in result.output
@@ -63,7 +63,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_output(tmp_path, cli):
 def test_a_read_only_folder_is_one_line(tmp_path, cli):
     (tmp_path / "src").mkdir()
     with mounted(tmp_path / "ro", "--bind", "-o", "ro", source=str(tmp_path / "src")) as ro:
-        result = cli("build", recipe_in(tmp_path, ro / "out"), "-w", "1")
+        result = cli("build", recipe_in(tmp_path, ro / "out"), "-w", "1", "--no-progress")
         assert result.exit_code == 2
         assert "cannot write there (Read-only file system)" in result.output
         assert result.output.count("\n") == 1
@@ -80,7 +80,7 @@ def test_simulated_full_disk_while_writing_shards(tmp_path, cli, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(self.out_dir / "shard"))
 
     monkeypatch.setattr(mixer.shards.ShardWriter, "write", no_space)
-    result = cli("build", recipe_in(tmp_path, out, ("web", "zh")), "-w", "1")
+    result = cli("build", recipe_in(tmp_path, out, ("web", "zh")), "-w", "1", "--no-progress")
     assert result.exit_code == 2
     assert "shard: no space left on the device; free space and rerun" in result.output
     assert Manifest.load(out).fingerprint == before

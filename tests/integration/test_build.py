@@ -330,7 +330,7 @@ def test_bad_documents_are_counted_and_reported(cli, write_recipe, bad_inputs):
 
 def test_strict_turns_the_first_bad_document_into_an_error(cli, write_recipe, bad_inputs):
     recipe = one_source({"files": "bad.jsonl"})
-    result = cli("build", write_recipe(recipe), "--strict", "-w", "1")
+    result = cli("build", write_recipe(recipe), "--strict", "-w", "1", "--no-progress")
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and result.output.count("\n") == 1
     assert "bad.jsonl:2: a line or record that is not valid JSON (malformed_json)" in result.output
@@ -372,12 +372,12 @@ def test_stats_on_a_folder_that_is_not_a_build(cli, tmp_path):
 
 
 def test_merge_chunking_does_not_change_the_output(cli, write_recipe, tmp_path, monkeypatch):
-    import mixer.build
+    import mixer.merge
 
     recipe = small_recipe(tmp_path, validation={"docs": 5})
     assert cli("build", write_recipe(recipe), "-w", "1", "-o", tmp_path / "a").exit_code == 0
-    monkeypatch.setattr(mixer.build, "CHUNK_DOCS", 7)
-    monkeypatch.setattr(mixer.build, "CHUNK_TOKENS", 100)  # smaller than many documents
+    monkeypatch.setattr(mixer.merge, "CHUNK_DOCS", 7)
+    monkeypatch.setattr(mixer.merge, "CHUNK_TOKENS", 100)  # smaller than many documents
     assert cli("build", write_recipe(recipe), "-w", "1", "-o", tmp_path / "b").exit_code == 0
     for name in ("books", "web", "zh"):
         for split in ("train", "val"):
@@ -393,3 +393,37 @@ def test_progress_bars_on_request(cli, write_recipe, tmp_path):
         assert word in result.output
     quiet = cli("build", write_recipe(recipe), "-w", "1")  # not a terminal: no bars
     assert "MB/s" not in quiet.output
+
+
+@pytest.mark.parametrize("tokenizer", ["demo", "qwen"])
+def test_tiktoken_and_tokenizers_encoders_write_the_same_bytes(
+    cli, write_recipe, tmp_path, tokenizer
+):
+    recipe = small_recipe(tmp_path, validation={"docs": 4})
+    if tokenizer == "qwen":
+        recipe["tokenizer"] = {"tiktoken": str(qwen_tiktoken_file()), "pattern": "qwen"}
+    outs = {}
+    for encoder in ("tiktoken", "tokenizers"):
+        out = tmp_path / encoder
+        result = cli("build", write_recipe(recipe), "-w", "1", "-o", out, "--encoder", encoder)
+        assert result.exit_code == 0, result.output
+        assert f"encoding with {encoder}" in result.output
+        outs[encoder] = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.zstd")}
+    assert outs["tiktoken"] == outs["tokenizers"] and outs["tiktoken"]
+
+
+def test_tiktoken_is_refused_loudly_where_it_does_not_apply(cli, write_recipe, tmp_path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    tok = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "<|endoftext|>": 2}, merges=[]))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tok.json"))
+    (tmp_path / "d.jsonl").write_text('{"text": "a b a"}\n' * 8)
+    recipe = one_source({"files": "d.jsonl"}, tokenizer={"path": str(tmp_path / "tok.json")})
+    result = cli("build", write_recipe(recipe), "-w", "1")
+    assert (
+        result.exit_code == 0 and "encoding with tokenizers (not a byte-level BPE" in result.output
+    )
+    result = cli("build", write_recipe(recipe), "-w", "1", "--encoder", "tiktoken", "-o", "b")
+    assert result.exit_code == 2 and "--encoder tiktoken: cannot be used" in result.output

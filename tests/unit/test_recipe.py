@@ -142,7 +142,7 @@ ERRORS = [
         "files and hf",
         "sources.web.hf",
         {"path": "json"},
-        r"sources\.web: give exactly one of files or hf",
+        r"sources\.web: give exactly one of files, hf or from",
     ),
     ("unsupported type", "sources.web.files", "data/c.txt", None),
     (

@@ -1,0 +1,141 @@
+"""Encoding backends: `tokenizers`, or tiktoken where it provably gives the same ids.
+
+For byte-level BPE vocabularies (the GPT-2 family, Llama 3, Qwen) tiktoken encodes the same ids
+several times faster than `tokenizers` (tools/bench_build.py). It is used when the vocabulary
+can be expressed as tiktoken ranks (a tiktoken file, or a byte-level BPE tokenizer.json whose
+merge order is its id order and whose pre-tokenizer is one regex) and, at the start of every
+build, both backends give identical ids on a sample of each source's documents; otherwise the
+build says why and uses `tokenizers`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mixer.tokenizer import PATTERNS, Encoder, TokenizerInfo, _byte_encoder, read_tiktoken_ranks
+
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+@dataclass(frozen=True)
+class TiktokenSpec:
+    """What a worker needs to build the tiktoken encoding (small and picklable)."""
+
+    pattern: str
+    rank_file: str | None = None  # a tiktoken file, or ...
+    tokenizer_json: str | None = None  # ... a byte-level BPE tokenizer.json to convert
+
+
+def tiktoken_spec(info: TokenizerInfo, pattern: str | None) -> tuple[TiktokenSpec | None, str]:
+    """(spec, why not): whether this tokenizer can be run by tiktoken at all."""
+    try:
+        import tiktoken  # noqa: F401
+    except ImportError:
+        return None, "tiktoken is not installed"
+    if info.kind == "tiktoken":
+        return TiktokenSpec(pattern=PATTERNS.get(pattern or "", pattern), rank_file=info.file), ""
+    d = json.loads(info.json)
+    model, pre = d.get("model") or {}, d.get("pre_tokenizer") or {}
+    if model.get("type") != "BPE" or d.get("normalizer") is not None:
+        return None, "not a byte-level BPE without normalizer"
+    regex = _byte_level_regex(pre)
+    if regex is None:
+        return None, "its pre-tokenizer is not a byte-level regex split"
+    return TiktokenSpec(pattern=regex, tokenizer_json=info.json), ""
+
+
+def _byte_level_regex(pre: dict) -> str | None:
+    if pre.get("type") == "ByteLevel" and not pre.get("add_prefix_space"):
+        return GPT2_PATTERN if pre.get("use_regex", True) else None
+    if pre.get("type") == "Sequence":
+        steps = pre.get("pretokenizers", [])
+        if (
+            len(steps) == 2
+            and steps[0].get("type") == "Split"
+            and steps[0].get("behavior") == "Isolated"
+            and not steps[0].get("invert")
+            and "Regex" in steps[0].get("pattern", {})
+            and steps[1].get("type") == "ByteLevel"
+            and not steps[1].get("use_regex", True)
+            and not steps[1].get("add_prefix_space")
+        ):
+            return steps[0]["pattern"]["Regex"]
+    return None
+
+
+def _ranks_from_json(text: str) -> dict[bytes, int]:
+    """tiktoken ranks for a byte-level BPE: its ids, valid if merges come in id order."""
+    model = json.loads(text)["model"]
+    chars = _byte_encoder()
+    decode = {chars(bytes([b])): b for b in range(256)}
+    ranks = {
+        bytes(decode[c] for c in tok): i
+        for tok, i in model["vocab"].items()
+        if all(c in decode for c in tok)
+    }
+    merged = [
+        model["vocab"].get("".join(m) if isinstance(m, list) else m.replace(" ", ""))
+        for m in model["merges"]
+    ]
+    if any(r is None for r in merged) or merged != sorted(merged):
+        raise ValueError("merges are not in id order")
+    return ranks
+
+
+class TiktokenEncoder(Encoder):
+    """The Encoder interface on tiktoken: same ids, BOS/EOS handling shared with the parent."""
+
+    def __init__(self, spec: TiktokenSpec, *, bos_id, eos_id, dtype: str):  # noqa: D107
+        import tiktoken
+
+        self._specials(bos_id, eos_id, dtype)
+        ranks = (
+            read_tiktoken_ranks(Path(spec.rank_file))
+            if spec.rank_file
+            else _ranks_from_json(spec.tokenizer_json)
+        )
+        self.enc = tiktoken.Encoding(
+            "mixer", pat_str=spec.pattern, mergeable_ranks=ranks, special_tokens={}
+        )
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        try:  # tiktoken would encode lone surrogates; refuse them as `tokenizers` does
+            "".join(texts).encode("utf-8")
+        except UnicodeEncodeError:
+            raise TypeError("a text with lone surrogates") from None
+        return self.enc.encode_ordinary_batch(texts, num_threads=1)
+
+
+def choose(info: TokenizerInfo, pattern: str | None, samples: list[str]):
+    """(TiktokenSpec or None, message): tiktoken only if it gives the same ids on ``samples``."""
+    spec, why = tiktoken_spec(info, pattern)
+    if spec is None:
+        return None, f"encoding with tokenizers ({why})"
+    try:
+        fast = TiktokenEncoder(spec, bos_id=None, eos_id=None, dtype=info.dtype)
+    except Exception as e:  # noqa: BLE001 (a vocabulary tiktoken cannot take, for any reason)
+        return None, f"encoding with tokenizers (tiktoken cannot take this vocabulary: {e})"
+    ref = Encoder(info.json, bos_id=None, eos_id=None, dtype=info.dtype)
+    a, la = ref.encode(samples)
+    b, lb = fast.encode(samples)
+    if not (np.array_equal(la, lb) and np.array_equal(a, b)):
+        bad = next(i for i in range(len(samples)) if not _same(a, la, b, lb, i))
+        return None, (
+            "WARNING: tiktoken and tokenizers give different ids on sample document"
+            f" {bad} ({samples[bad][:60]!r}...): encoding with tokenizers (slower)"
+        )
+    tokens = int(la.sum())
+    return (
+        spec,
+        f"encoding with tiktoken (identical ids on {len(samples)} sample documents,"
+        f" {tokens:,} tokens)",
+    )
+
+
+def _same(a, la, b, lb, i) -> bool:
+    sa, sb = int(la[:i].sum()), int(lb[:i].sum())
+    return la[i] == lb[i] and np.array_equal(a[sa : sa + la[i]], b[sb : sb + lb[i]])

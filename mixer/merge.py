@@ -1,0 +1,149 @@
+"""The merge phase: a source's spill files, in unit order, routed to train or validation by
+each document's text hash, packed into blocks and written as MDS shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mixer.errors import InputError
+from mixer.pack import Packer
+from mixer.recipe import Recipe, SourceSpec, ValidationSpec
+from mixer.shards import ShardWriter
+from mixer.sources import Unit
+from mixer.work import DOC_DTYPE, UnitResult, unit_paths
+
+CHUNK_DOCS = 1 << 16  # documents routed and packed per step ...
+CHUNK_TOKENS = 1 << 24  # ... and tokens (64 MiB of uint32): the merge's memory bound
+HIST_BINS = 40  # document-length histogram: bin k counts lengths in [2^k, 2^(k+1))
+
+
+def _val_threshold(val: ValidationSpec, results: list[UnitResult]) -> int | None:
+    """Documents whose hash is <= this go to validation (None: no validation split).
+
+    ``docs: N`` takes the N smallest hashes over the whole source; identical texts share a
+    hash, so duplicates of a held-out document are held out too (no train/val leakage).
+    """
+    if val.fraction:
+        return min(int(val.fraction * 2**64), 2**64) - 1
+    if val.docs:
+        smallest = np.sort(np.concatenate([r.smallest for r in results]))
+        return int(smallest[min(val.docs, smallest.size) - 1]) if smallest.size else None
+    return None
+
+
+class _Split:
+    """One split of one source being written: packer, shard writer and counters."""
+
+    def __init__(self, recipe: Recipe, dtype: str, folder: Path):
+        self.packer = Packer(recipe.seq_len, dtype)
+        self.writer = ShardWriter(
+            folder, seq_len=recipe.seq_len, dtype=dtype, shard_size=recipe.shard_size
+        )
+        self.hist = np.zeros(HIST_BINS, np.int64)
+
+    def feed(self, tokens: np.ndarray, lengths: np.ndarray, continues: bool, whole) -> None:
+        """Documents' tokens (the first continuing the previous feed's last if ``continues``);
+        ``whole`` are the full lengths of the documents that start here (for the histogram)."""
+        if lengths.size:
+            self.writer.write(self.packer.feed(tokens, lengths, continues=continues))
+        if len(whole):
+            bins = np.minimum(np.log2(whole).astype(np.int64), HIST_BINS - 1)
+            self.hist += np.bincount(bins, minlength=HIST_BINS)
+
+    def finish(self, remainder: str, pad_id: int) -> dict:
+        last, dropped, padding = self.packer.finish(remainder, pad_id)
+        self.writer.write(last)
+        shards = self.writer.finish()
+        return {
+            "documents": self.packer.num_documents,
+            "tokens": self.packer.num_tokens,
+            "blocks": self.writer.num_blocks,
+            "dropped_tokens": dropped,
+            "padding_tokens": padding,
+            "shards": shards,
+            "doc_length_log2_hist": np.trim_zeros(self.hist, "b").tolist(),
+        }
+
+
+def merge_source(
+    recipe: Recipe,
+    spec: SourceSpec,
+    units: list[Unit],
+    results: list[UnitResult],
+    dtype: str,
+    pad_id: int,
+    work: Path,
+) -> dict:
+    """Pack and write one source; its manifest record (without inputs, key or weight)."""
+    skipped: dict[str, int] = {}
+    examples: list[list[str]] = []
+    for r in results:
+        for reason, n in r.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+        examples += [list(e) for e in r.examples]
+    kept = sum(r.documents for r in results)
+    if kept == 0:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) or "no input records"
+        raise InputError(
+            f"sources.{spec.name}: no document kept ({counts}); check the files and text_field"
+            f" ({spec.text_field!r})"
+        )
+    threshold = _val_threshold(spec.validation, results)
+    root = work / "sources" / spec.name
+    train, val = _Split(recipe, dtype, root / "train"), _Split(recipe, dtype, root / "val")
+    for unit in units:
+        tok_path, doc_path = unit_paths(work, unit)
+        for tokens, lengths, doc_hashes, cont, whole in _chunks(tok_path, doc_path, dtype):
+            if threshold is None:
+                is_val = np.zeros(len(doc_hashes), bool)
+            else:
+                is_val = doc_hashes <= threshold
+            tok_val = np.repeat(is_val, lengths)
+            starts = is_val[1:] if cont else is_val  # the documents that start in this chunk
+            first_val = bool(is_val[0])
+            train.feed(tokens[~tok_val], lengths[~is_val], cont and not first_val, whole[~starts])
+            val.feed(tokens[tok_val], lengths[is_val], cont and first_val, whole[starts])
+    record = {
+        "validation": {"docs": spec.validation.docs, "fraction": spec.validation.fraction},
+        "skipped": dict(sorted(skipped.items())),
+        "skipped_examples": examples[:5],
+        "train": train.finish(recipe.remainder, pad_id),
+        "val": val.finish(recipe.remainder, pad_id),
+    }
+    record["train"]["skipped"] = record["skipped"]  # a skipped document never reaches a split
+    record["val"]["skipped"] = {}
+    return record
+
+
+def _chunks(tok_path: Path, doc_path: Path, dtype: str):
+    """A unit's spill files as (tokens, lengths, hashes, continues, whole): at most CHUNK_DOCS
+    documents and CHUNK_TOKENS tokens at a time; a longer document comes alone, in slices
+    (``continues``: the first slice continues the previous chunk's last document; ``whole``:
+    full lengths of the documents starting in the chunk). Plain reads, not a memory map, so
+    the merge's resident memory is one chunk, whatever the size of the unit."""
+    dtype = np.dtype(dtype)
+    num_docs = doc_path.stat().st_size // DOC_DTYPE.itemsize
+    with open(tok_path, "rb") as toks, open(doc_path, "rb") as docs_file:
+
+        def read_tokens(n: int) -> np.ndarray:
+            return np.fromfile(toks, dtype, count=n)
+
+        a = 0
+        while a < num_docs:
+            head = np.fromfile(docs_file, DOC_DTYPE, count=min(CHUNK_DOCS, num_docs - a))
+            lengths_all = head["length"].astype(np.int64)
+            take = int(np.searchsorted(np.cumsum(lengths_all), CHUNK_TOKENS, side="right"))
+            if take == 0:  # one document longer than CHUNK_TOKENS: in slices
+                n, h = int(lengths_all[0]), head["hash"][:1].copy()
+                for s in range(0, n, CHUNK_TOKENS):
+                    m = min(CHUNK_TOKENS, n - s)
+                    whole = lengths_all[:1] if s == 0 else lengths_all[:0]
+                    yield read_tokens(m), np.array([m]), h, s > 0, whole
+                take = 1
+            else:
+                lengths = lengths_all[:take]
+                yield read_tokens(int(lengths.sum())), lengths, head["hash"][:take], False, lengths
+            a += take
+            docs_file.seek(a * DOC_DTYPE.itemsize)  # re-read what this chunk did not take

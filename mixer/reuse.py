@@ -1,0 +1,142 @@
+"""Reusing built sources: a source whose key is unchanged is linked, not tokenized again.
+
+A source's key covers everything its blocks depend on: its inputs' content hashes, how they
+are read, the validation policy, the tokenizer's identity and the packing. Input hashes are
+carried over from the previous manifest while a file's size and modification time are
+unchanged (as make and git do), so a rebuild that only changes weights, the total or the seed
+reads no input and no shard: it links the shards and re-plans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from mixer import __version__
+from mixer.errors import OutputError, RecipeError
+from mixer.manifest import Manifest
+from mixer.recipe import Recipe, SourceSpec
+from mixer.tokenizer import sha256_file
+
+
+def stat_inputs(spec: SourceSpec, known: dict[str, dict]) -> list[dict]:
+    """[{path, bytes, mtime_ns, sha256}] of a source's files; a hash is computed only for a file
+    not in ``known`` with the same size and modification time."""
+    out = []
+    for path in spec.files:
+        st = os.stat(path)
+        rec = known.get(path)
+        same = rec and rec.get("bytes") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns
+        digest = rec["sha256"] if same else sha256_file(path)
+        out.append(
+            {"path": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        )
+    return out
+
+
+def tokenizer_identity(recipe: Recipe) -> dict:
+    """What determines the ids, without loading the tokenizer (a file hash, a hub name)."""
+    t = recipe.tokenizer
+    ident = {
+        k: getattr(t, k)
+        for k in ("kind", "pattern", "revision", "bos", "eos", "bos_token", "eos_token")
+    }
+    ident["file"] = t.location if t.kind == "hf" else sha256_file(t.location)
+    return ident
+
+
+def source_key(recipe: Recipe, spec: SourceSpec, inputs: list[dict], tok: dict) -> str:
+    parts = {
+        "inputs": [i["sha256"] for i in inputs],
+        "hf": spec.hf.__dict__ if spec.hf else None,
+        "reading": [spec.text_field, spec.encoding, spec.txt_mode, spec.max_document_bytes],
+        "validation": spec.validation.__dict__,
+        "tokenizer": tok,
+        "packing": [recipe.seq_len, recipe.packing, recipe.remainder, recipe.shard_size],
+        "mixer": __version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def previous(out: Path) -> Manifest | None:
+    """The manifest of the output being replaced, if it is a sound build."""
+    try:
+        return Manifest.load(out)
+    except OutputError:
+        return None
+
+
+def known_inputs(manifest: Manifest | None) -> dict[str, dict]:
+    if manifest is None:
+        return {}
+    return {
+        f["path"]: f
+        for src in manifest.data["sources"].values()
+        for f in src.get("inputs", {}).get("files", [])
+    }
+
+
+def find(candidates: list[Manifest], key: str) -> tuple[Manifest, str] | None:
+    """A built source with this key, in the first candidate that has one."""
+    for m in candidates:
+        for name, src in m.data["sources"].items():
+            if src.get("key") == key:
+                return m, name
+    return None
+
+
+def reference(recipe: Recipe, spec: SourceSpec) -> tuple[Manifest, str]:
+    """The build and source a ``from:`` source points to."""
+    try:
+        m = Manifest.load(spec.reuse)
+    except OutputError as e:
+        raise RecipeError(f"{recipe.path}: sources.{spec.name}.from: {e}") from None
+    name = spec.reuse_source or spec.name
+    if name not in m.data["sources"]:
+        known = ", ".join(m.data["sources"])
+        raise RecipeError(
+            f"{recipe.path}: sources.{spec.name}.from: {spec.reuse} has no source {name!r}"
+            f" (it has {known}); name it with `source:`"
+        )
+    return m, name
+
+
+def check_compatible(recipe: Recipe, spec: SourceSpec, other: Manifest, tok) -> None:
+    """Refuse mixing blocks that differ in tokenizer, seq_len, dtype or BOS/EOS policy."""
+    mine = {
+        "seq_len": recipe.seq_len,
+        "tokenizer fingerprint": tok["fingerprint"],
+        "dtype": tok["dtype"],
+        "bos_id": tok["bos_id"],
+        "eos_id": tok["eos_id"],
+    }
+    theirs = {
+        "seq_len": other.seq_len,
+        "tokenizer fingerprint": other.data["tokenizer"]["fingerprint"],
+        "dtype": other.dtype,
+        "bos_id": other.data["tokenizer"]["bos_id"],
+        "eos_id": other.data["tokenizer"]["eos_id"],
+    }
+    for what, value in mine.items():
+        if theirs[what] != value:
+            raise RecipeError(
+                f"{recipe.path}: sources.{spec.name}.from: {other.root} was built with"
+                f" {what} {theirs[what]}, this recipe uses {value}; rebuild that source with"
+                " this recipe's tokenizer and seq_len, or use its files here"
+            )
+
+
+def link_source(src: Manifest, name: str, work: Path, new_name: str) -> None:
+    """The built shards of ``name`` in ``src``, hard-linked (copied across file systems)."""
+    for split in ("train", "val"):
+        source_dir = src.split_dir(name, split)
+        target = work / "sources" / new_name / split
+        target.mkdir(parents=True, exist_ok=True)
+        for f in sorted(source_dir.iterdir()):
+            try:
+                os.link(f, target / f.name)
+            except OSError:
+                shutil.copy2(f, target / f.name)
