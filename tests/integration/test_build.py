@@ -427,3 +427,27 @@ def test_tiktoken_is_refused_loudly_where_it_does_not_apply(cli, write_recipe, t
     )
     result = cli("build", write_recipe(recipe), "-w", "1", "--encoder", "tiktoken", "-o", "b")
     assert result.exit_code == 2 and "--encoder tiktoken: cannot be used" in result.output
+
+
+def test_a_json_line_per_unit_when_not_on_a_terminal(cli, write_recipe, tmp_path):
+    recipe = write_recipe(small_recipe(tmp_path))
+    result = cli("build", recipe, "-w", "1")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    units = [e for e in events if e["event"] == "unit"]
+    assert len(units) == 5 + 4 + 5  # books: 5 files; web: 4 files; zh: 4 + 1 row groups
+    for e in units:
+        assert set(e) == {
+            "event",
+            "source",
+            "unit",
+            "units",
+            "documents",
+            "tokens",
+            "bytes",
+            "elapsed_s",
+        }
+        assert e["documents"] > 0 and e["tokens"] > 0 and e["bytes"] > 0
+    assert events[0]["event"] == "note" and "encoding with" in events[0]["message"]
+    quiet = cli("build", recipe, "-w", "1", "--no-progress", "-o", tmp_path / "quiet")
+    assert not [line for line in quiet.output.splitlines() if line.startswith("{")]
