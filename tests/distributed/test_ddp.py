@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch.multiprocessing as mp
 
-from mixer.build import build
-from mixer.recipe import parse_recipe
-from tests.helpers import DATA, TOKENIZER
+from tests.helpers import build_demo
 
 B, WORLD = 4, 2
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    shutil.copytree(DATA / "web", root / "web")
-    shutil.copytree(DATA / "zh", root / "zh")
-    recipe = parse_recipe(
-        {
-            "seq_len": 16,
-            "tokenizer": {"path": str(TOKENIZER)},
-            "sources": {
-                "web": {"files": "web/*.jsonl*", "weight": 0.8},
-                "zh": {"files": "zh/*.parquet", "weight": 0.2},
-            },
-            "mixture": {"samples": 2003},
-        },
-        base_dir=root,
-        output=str(root / "out"),
+    return build_demo(
+        tmp_path_factory.mktemp("ddp"),
+        {"web": 0.8, "zh": 0.2},
+        seq_len=16,
+        validation={},
+        mixture={"samples": 2003},
     )
-    build(recipe, workers=1, show_progress=False)
-    return root / "out"
 
 
 def _rank_main(rank: int, out: str, init: str, cache: str, results: str, resume_at: int) -> None:

@@ -7,32 +7,15 @@ import shutil
 
 import numpy as np
 import pytest
-import yaml
 
 from mixer import StreamingMixture
 from mixer.errors import OutputError
-from tests.helpers import DATA, TOKENIZER
+from tests.helpers import build_demo
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from click.testing import CliRunner
-
-    from mixer.cli import main
-
-    root = tmp_path_factory.mktemp("corrupt")
-    shutil.copytree(DATA / "zh", root / "zh")
-    recipe = {
-        "seq_len": 32,
-        "shard_size": "16KiB",
-        "tokenizer": {"path": str(TOKENIZER)},
-        "sources": {"zh": {"files": "zh/*.parquet", "weight": 1}},
-        "validation": {"fraction": 0.1},
-        "output": "out",
-    }
-    (root / "r.yaml").write_text(yaml.safe_dump(recipe))
-    assert CliRunner().invoke(main, ["build", str(root / "r.yaml"), "-w", "1"]).exit_code == 0
-    return root / "out"
+    return build_demo(tmp_path_factory.mktemp("corrupt"), {"zh": 1}, seq_len=32, shard_size="16KiB")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 
 from mixer.manifest import Manifest
 from mixer.shards import read_shard_file
-from tests.helpers import DATA, REPO, TOKENIZER, qwen_tiktoken_file
+from tests.helpers import REPO, TOKENIZER, demo_recipe, qwen_tiktoken_file
 
 
 def blocks(out: Path, source: str, split: str = "train") -> list:
@@ -46,24 +45,7 @@ def documents(out: Path, source: str, split: str = "train") -> list[str]:
 
 def small_recipe(tmp_path: Path, **top) -> dict:
     """Three real sources copied from the demo data, with a small seq_len."""
-    shutil.copytree(DATA / "books", tmp_path / "books")
-    shutil.copytree(DATA / "web", tmp_path / "web")
-    shutil.copytree(DATA / "zh", tmp_path / "zh")
-    return {
-        "name": "small",
-        "seed": 7,
-        "seq_len": 64,
-        "tokenizer": {"path": str(TOKENIZER)},
-        "sources": {
-            "books": {"files": "books/*.txt", "txt_mode": "paragraph", "weight": 0.5},
-            "web": {"files": "web/*.jsonl*", "weight": 0.2},
-            "zh": {"files": "zh/*.parquet", "weight": 0.3},
-        },
-        "validation": {"fraction": 0.1},
-        "shard_size": "64KiB",
-        "output": "out",
-        **top,
-    }
+    return demo_recipe(tmp_path, name="small", seed=7, shard_size="64KiB", **top)
 
 
 def one_source(source: dict, seq_len: int = 4, **top) -> dict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -14,41 +13,26 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from mixer import StreamingMixture
-from mixer.build import build
 from mixer.errors import StateError
 from mixer.manifest import Manifest
 from mixer.pack import positions
-from mixer.recipe import parse_recipe
 from mixer.shards import read_shard_file
-from tests.helpers import DATA, TOKENIZER
+from tests.helpers import build_demo
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
     """A 3-source build: several shards per source, padded tails, sources repeated."""
-    root = tmp_path_factory.mktemp("mix")
-    for name in ("books", "web", "zh"):
-        shutil.copytree(DATA / name, root / name)
-    recipe = parse_recipe(
-        {
-            "seed": 5,
-            "seq_len": 32,
-            "remainder": "pad",
-            "shard_size": "16KiB",
-            "tokenizer": {"path": str(TOKENIZER)},
-            "sources": {
-                "books": {"files": "books/*.txt", "txt_mode": "paragraph", "weight": 0.6},
-                "web": {"files": "web/*.jsonl*", "weight": 0.05},
-                "zh": {"files": "zh/*.parquet", "weight": 0.35},
-            },
-            "validation": {"fraction": 0.05},
-            "mixture": {"samples": 30_000},
-        },
-        base_dir=root,
-        output=str(root / "out"),
+    return build_demo(
+        tmp_path_factory.mktemp("mix"),
+        {"books": 0.6, "web": 0.05, "zh": 0.35},
+        seed=5,
+        seq_len=32,
+        remainder="pad",
+        shard_size="16KiB",
+        validation={"fraction": 0.05},
+        mixture={"samples": 30_000},
     )
-    build(recipe, workers=1, show_progress=False)
-    return root / "out"
 
 
 @pytest.fixture

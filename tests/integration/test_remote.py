@@ -3,36 +3,26 @@
 from __future__ import annotations
 
 import logging
-import shutil
 
 import numpy as np
 import pytest
 
 from mixer import StreamingMixture
-from mixer.build import build
 from mixer.errors import OutputError
 from mixer.mixture import CHUNK_SAMPLES
-from mixer.recipe import parse_recipe
-from tests.helpers import DATA, TOKENIZER
+from tests.helpers import build_demo
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
-    root = tmp_path_factory.mktemp("remote")
-    shutil.copytree(DATA / "web", root / "web")
-    recipe = parse_recipe(
-        {
-            "seq_len": 16,
-            "shard_size": "8KiB",
-            "tokenizer": {"path": str(TOKENIZER)},
-            "sources": {"web": {"files": "web/*.jsonl*", "weight": 1}},
-            "mixture": {"shuffle": "shards", "window": 2},
-        },
-        base_dir=root,
-        output=str(root / "out"),
+    return build_demo(
+        tmp_path_factory.mktemp("remote"),
+        {"web": 1},
+        seq_len=16,
+        shard_size="8KiB",
+        validation={},
+        mixture={"shuffle": "shards", "window": 2},
     )
-    build(recipe, workers=1, show_progress=False)
-    return root / "out"
 
 
 @pytest.fixture

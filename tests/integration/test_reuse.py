@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 import yaml
 
 from mixer.manifest import Manifest
-from tests.helpers import DATA, TOKENIZER, qwen_tiktoken_file
+from tests.helpers import TOKENIZER, demo_recipe, qwen_tiktoken_file
 
 
 def write(path, recipe: dict):
@@ -18,22 +17,7 @@ def write(path, recipe: dict):
 
 
 def three_sources(root, **top) -> dict:
-    for name in ("books", "web", "zh"):
-        if not (root / name).exists():
-            shutil.copytree(DATA / name, root / name)
-    return {
-        "seq_len": 64,
-        "seed": 1,
-        "tokenizer": {"path": str(TOKENIZER)},
-        "sources": {
-            "books": {"files": "books/*.txt", "txt_mode": "paragraph", "weight": 0.5},
-            "web": {"files": "web/*.jsonl*", "weight": 0.2},
-            "zh": {"files": "zh/*.parquet", "weight": 0.3},
-        },
-        "validation": {"fraction": 0.1},
-        "output": "out",
-        **top,
-    }
+    return demo_recipe(root, seed=1, **top)
 
 
 @pytest.fixture
