@@ -127,12 +127,24 @@ def test_a_changed_input_rebuilds_its_source(cli, tmp_path, monkeypatch):
     assert "reused built sources books, zh" in result.output
 
 
-def test_a_source_from_another_build(cli, tmp_path):
+def replay_build(cli, tmp_path):
+    """Another recipe's build of the web source alone, in tmp_path/shared/replay-out."""
     shared = tmp_path / "shared"
     shared.mkdir()
-    replay = three_sources(shared, output="replay-out")
-    replay["sources"] = {"web": replay["sources"]["web"]}
-    assert cli("build", write(shared / "r.yaml", replay), "-w", "1").exit_code == 0
+    assert (
+        cli(
+            "build",
+            write(shared / "r.yaml", demo_recipe(shared, {"web": 1}, output="replay-out")),
+            "-w",
+            "1",
+        ).exit_code
+        == 0
+    )
+    return shared
+
+
+def test_a_source_from_another_build(cli, tmp_path):
+    shared = replay_build(cli, tmp_path)
     recipe = three_sources(tmp_path)
     recipe["sources"]["replay"] = {"from": "shared/replay-out", "source": "web", "weight": 0.05}
     del recipe["sources"]["web"]
@@ -158,11 +170,7 @@ def test_a_source_from_another_build(cli, tmp_path):
     ],
 )
 def test_mismatched_reused_sources_are_refused(cli, tmp_path, change, message):
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    replay = three_sources(shared, output="replay-out")
-    replay["sources"] = {"web": replay["sources"]["web"]}
-    assert cli("build", write(shared / "r.yaml", replay), "-w", "1").exit_code == 0
+    shared = replay_build(cli, tmp_path)
     recipe = three_sources(tmp_path)
     recipe["sources"]["web"] = {"from": "shared/replay-out", "weight": 0.05}
     if change.get("tokenizer") == "qwen":
