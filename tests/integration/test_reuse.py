@@ -170,7 +170,7 @@ def test_a_source_from_another_build(cli, tmp_path):
     ],
 )
 def test_mismatched_reused_sources_are_refused(cli, tmp_path, change, message):
-    shared = replay_build(cli, tmp_path)
+    replay_build(cli, tmp_path)
     recipe = three_sources(tmp_path)
     recipe["sources"]["web"] = {"from": "shared/replay-out", "weight": 0.05}
     if change.get("tokenizer") == "qwen":
