@@ -8,7 +8,7 @@ def __getattr__(name: str):
     # Lazy: `import mixer` (the CLI, the build) must not import torch; trainers that ask for
     # StreamingMixture already have it.
     if name == "StreamingMixture":
-        from mixer.mixture import StreamingMixture
+        from mixer.serve.mixture import StreamingMixture
 
         return StreamingMixture
     raise AttributeError(f"module 'mixer' has no attribute {name!r}")

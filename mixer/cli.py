@@ -98,7 +98,7 @@ def build(
 def validate(recipe: str) -> None:
     """Check RECIPE (keys, values, files, tokenizer) without building."""
     from mixer.recipe import load_recipe
-    from mixer.tokenizer import load_tokenizer
+    from mixer.build.tokenizer import load_tokenizer
 
     r = load_recipe(recipe)
     tok = None if r.tokenizer.kind == "hf" else load_tokenizer(r.tokenizer)
@@ -113,8 +113,8 @@ def _stdout_console() -> Console:
 
 
 def _open(output: str):
-    from mixer.planfile import load_plan
-    from mixer.store import open_build
+    from mixer.artifacts.planfile import load_plan
+    from mixer.serve.cache import open_build
 
     manifest = open_build(output)
     return manifest, load_plan(manifest)
@@ -151,8 +151,8 @@ def stats(
 ) -> None:
     """Show what the build in OUTPUT holds and what its plan will serve."""
     from mixer.errors import StateError
-    from mixer.stats import render_table, summarize
-    from mixer.verify import check_files
+    from mixer.report.stats import render_table, summarize
+    from mixer.report.verify import check_files
 
     if at_step is not None:
         if batch_size is None:
@@ -164,7 +164,7 @@ def stats(
     check_files(manifest)
     summary = summarize(manifest, plan, at_sample)
     if plot_path:
-        from mixer.plot import plot
+        from mixer.report.plot import plot
 
         plot(manifest, plan, plot_path)
     if as_json:
@@ -191,7 +191,7 @@ def stats(
 def inspect(output: str, source: str | None, split: str, index: int, sample: int | None) -> None:
     """Decode a block of OUTPUT back to text, document boundaries marked."""
     from mixer.errors import StateError
-    from mixer.inspection import describe_block, describe_sample, render
+    from mixer.report.inspect import describe_block, describe_sample, render
 
     if (source is None) == (sample is None):
         raise StateError("give --source NAME (with --index, --split) or --sample N")
@@ -208,7 +208,7 @@ def inspect(output: str, source: str | None, split: str, index: int, sample: int
 @_friendly
 def verify(output: str) -> None:
     """Check OUTPUT whole: hashes, every block decoded, counts against the manifest."""
-    from mixer.verify import verify as run_verify
+    from mixer.report.verify import verify as run_verify
 
     problems, totals = run_verify(output)
     if problems:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from mixer._keys import Keys
+from mixer._yaml import Keys
 from mixer.errors import RecipeError
 
 #: File types a source may list, longest suffix first.

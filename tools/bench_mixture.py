@@ -89,8 +89,8 @@ def build(root: Path, blocks: int) -> Path:
 
 def dense_copy(out: Path, cache: Path) -> Path:
     """All train blocks in one [n, SEQ] uint16 array: the memmap ceiling's file."""
-    from mixer.manifest import Manifest
-    from mixer.store import SplitStore
+    from mixer.artifacts.manifest import Manifest
+    from mixer.serve.cache import SplitStore
 
     m = Manifest.load(out)
     parts = []
@@ -231,8 +231,8 @@ def bench(out: Path, cache: Path, n: int, reps: int) -> dict:
 
 def _peer_share(out: Path, samples: list) -> float:
     """Which source each of the peer's samples came from, by matching block content."""
-    from mixer.manifest import Manifest
-    from mixer.shards import read_shard_file
+    from mixer.artifacts.manifest import Manifest
+    from mixer.artifacts.shards import read_shard_file
 
     m = Manifest.load(out)
     replay = set()

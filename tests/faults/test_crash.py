@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mixer.manifest import Manifest
+from mixer.artifacts.manifest import Manifest
 from tests.helpers import DATA, TOKENIZER
 
 
@@ -101,7 +101,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_same_output(tmp_path, refere
 def interrupt_after(monkeypatch, done: int):
     """Make the build's third unit raise KeyboardInterrupt, as if the machine went down."""
     import mixer.build
-    import mixer.work
+    import mixer.build.worker
 
     calls = []
 
@@ -109,7 +109,7 @@ def interrupt_after(monkeypatch, done: int):
         calls.append(1)
         if len(calls) == done + 1:
             raise KeyboardInterrupt
-        return mixer.work.run_unit(*args, **kwargs)
+        return mixer.build.worker.run_unit(*args, **kwargs)
 
     monkeypatch.setattr(mixer.build, "run_unit", run_unit)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mixer.manifest import Manifest
+from mixer.artifacts.manifest import Manifest
 from tests.helpers import DATA, TOKENIZER
 
 
@@ -70,7 +70,7 @@ def test_a_read_only_folder_is_one_line(tmp_path, cli):
 
 
 def test_simulated_full_disk_while_writing_shards(tmp_path, cli, monkeypatch):
-    import mixer.shards
+    import mixer.artifacts.shards
 
     out = tmp_path / "out"
     assert cli("build", recipe_in(tmp_path, out), "-w", "1").exit_code == 0
@@ -79,7 +79,7 @@ def test_simulated_full_disk_while_writing_shards(tmp_path, cli, monkeypatch):
     def no_space(self, packed):
         raise OSError(errno.ENOSPC, "No space left on device", str(self.out_dir / "shard"))
 
-    monkeypatch.setattr(mixer.shards.ShardWriter, "write", no_space)
+    monkeypatch.setattr(mixer.artifacts.shards.ShardWriter, "write", no_space)
     result = cli("build", recipe_in(tmp_path, out, ("web", "zh")), "-w", "1", "--no-progress")
     assert result.exit_code == 2
     assert "shard: no space left on the device; free space and rerun" in result.output

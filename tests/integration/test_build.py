@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mixer.manifest import Manifest
-from mixer.shards import read_shard_file
+from mixer.artifacts.manifest import Manifest
+from mixer.artifacts.shards import read_shard_file
 from tests.helpers import REPO, TOKENIZER, demo_recipe, qwen_tiktoken_file
 
 
@@ -114,7 +114,7 @@ def test_documents_round_trip_and_starts_mark_them(cli, write_recipe, tmp_path):
     expected = []
     for f in sorted((tmp_path / "web").iterdir()):
         from mixer.recipe import parse_recipe
-        from mixer.sources import plan_units, read_unit
+        from mixer.build.readers import plan_units, read_unit
 
         spec = parse_recipe(
             {
@@ -354,12 +354,12 @@ def test_stats_on_a_folder_that_is_not_a_build(cli, tmp_path):
 
 
 def test_merge_chunking_does_not_change_the_output(cli, write_recipe, tmp_path, monkeypatch):
-    import mixer.merge
+    import mixer.build.merge
 
     recipe = small_recipe(tmp_path, validation={"docs": 5})
     assert cli("build", write_recipe(recipe), "-w", "1", "-o", tmp_path / "a").exit_code == 0
-    monkeypatch.setattr(mixer.merge, "CHUNK_DOCS", 7)
-    monkeypatch.setattr(mixer.merge, "CHUNK_TOKENS", 100)  # smaller than many documents
+    monkeypatch.setattr(mixer.build.merge, "CHUNK_DOCS", 7)
+    monkeypatch.setattr(mixer.build.merge, "CHUNK_TOKENS", 100)  # smaller than many documents
     assert cli("build", write_recipe(recipe), "-w", "1", "-o", tmp_path / "b").exit_code == 0
     for name in ("books", "web", "zh"):
         for split in ("train", "val"):

@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 
 from mixer import StreamingMixture
 from mixer.errors import StateError
-from mixer.manifest import Manifest
-from mixer.pack import positions
-from mixer.shards import read_shard_file
+from mixer.artifacts.manifest import Manifest
+from mixer.build.pack import positions
+from mixer.artifacts.shards import read_shard_file
 from tests.helpers import build_demo
 
 
@@ -231,7 +231,7 @@ def test_property_workers_ranks_and_resume(
 ):
     """Any batch size, world size, worker count and stop point: each sample exactly once, and
     resuming (with another batch and world size) continues the same global sequence."""
-    import mixer.mixture as mm
+    import mixer.serve.mixture as mm
 
     def served(b, w, start):
         got = []

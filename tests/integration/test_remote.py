@@ -9,7 +9,7 @@ import pytest
 
 from mixer import StreamingMixture
 from mixer.errors import OutputError
-from mixer.mixture import CHUNK_SAMPLES
+from mixer.serve.mixture import CHUNK_SAMPLES
 from tests.helpers import build_demo
 
 

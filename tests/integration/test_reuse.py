@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from mixer.manifest import Manifest
+from mixer.artifacts.manifest import Manifest
 from tests.helpers import TOKENIZER, demo_recipe, qwen_tiktoken_file
 
 
@@ -24,8 +24,8 @@ def three_sources(root, **top) -> dict:
 def forbid(monkeypatch):
     """forbid("tokenize", "hash", "shards"): make those raise, to prove they do not happen."""
     import mixer.build
-    import mixer.reuse
-    import mixer.shards
+    import mixer.build.reuse
+    import mixer.artifacts.shards
 
     def boom(what):
         def f(*a, **k):
@@ -38,14 +38,14 @@ def forbid(monkeypatch):
             monkeypatch.setattr(mixer.build, "run_unit", boom("tokenize"))
             monkeypatch.setattr(mixer.build, "load_tokenizer", boom("load the tokenizer"))
         if "hash" in what:  # inputs (the tokenizer's file is hashed, it is not an input)
-            real = mixer.reuse.sha256_file
+            real = mixer.build.reuse.sha256_file
             monkeypatch.setattr(
-                mixer.reuse,
+                mixer.build.reuse,
                 "sha256_file",
                 lambda p: real(p) if str(p) == str(TOKENIZER) else boom("read an input")(),
             )
         if "shards" in what:
-            monkeypatch.setattr(mixer.shards.ShardReader, "__init__", boom("read a shard"))
+            monkeypatch.setattr(mixer.artifacts.shards.ShardReader, "__init__", boom("read a shard"))
             monkeypatch.setattr(mixer.build, "merge_source", boom("pack a source"))
 
     return apply

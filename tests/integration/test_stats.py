@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mixer import StreamingMixture
-from mixer.manifest import Manifest
+from mixer.artifacts.manifest import Manifest
 from tests.helpers import DATA, TOKENIZER
 
 
@@ -135,8 +135,8 @@ def test_inspect_a_global_sample(cli, out):
 
 
 def test_plot_is_a_png_with_two_panels(cli, out, tmp_path):
-    from mixer.planfile import load_plan
-    from mixer.plot import plot
+    from mixer.artifacts.planfile import load_plan
+    from mixer.report.plot import plot
 
     path = tmp_path / "mix.png"
     result = cli("stats", out, "--plot", path)

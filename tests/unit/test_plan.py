@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mixer.errors import PlanError
-from mixer.perm import Feistel, round_keys
+from mixer.plan.passes import Feistel, round_keys
 from mixer.plan import Slicing, allocate, largest_total_without_repeats, make_plan
 
 weights_st = st.lists(st.floats(0.001, 10, allow_nan=False), min_size=1, max_size=6)
@@ -260,7 +260,7 @@ def test_slicing_is_disjoint_and_complete(total, batch, world, start, drop_last)
 
 def test_import_plan_loads_neither_torch_nor_streaming():
     code = (
-        "import sys, mixer.plan, mixer.perm, mixer.planfile; "
+        "import sys, mixer.plan, mixer.plan.passes, mixer.artifacts.planfile; "
         "print(any(m in sys.modules for m in ('torch', 'streaming')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

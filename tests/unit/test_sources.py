@@ -12,7 +12,7 @@ import zstandard
 
 from mixer import sources
 from mixer.recipe import parse_recipe
-from mixer.sources import plan_units, read_unit
+from mixer.build.readers import plan_units, read_unit
 
 DOCS = ["In the beginning", "God created the heaven", "并且大地", "and the earth.\nSecond line"]
 

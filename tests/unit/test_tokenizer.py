@@ -11,7 +11,7 @@ import pytest
 
 from mixer.errors import TokenizerError
 from mixer.recipe import TokenizerSpec
-from mixer.tokenizer import PATTERNS, SPECIALS, Encoder, load_tokenizer, read_tiktoken_ranks
+from mixer.build.tokenizer import PATTERNS, SPECIALS, Encoder, load_tokenizer, read_tiktoken_ranks
 from tests.helpers import DATA, TOKENIZER, qwen_tiktoken_file
 
 SAMPLE = [

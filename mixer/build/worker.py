@@ -19,8 +19,8 @@ import numpy as np
 
 from mixer.errors import InputError
 from mixer.recipe import SourceSpec
-from mixer.sources import CONTINUES, PIECE_CHARS, REASONS, Unit, read_unit, split_text
-from mixer.tokenizer import Encoder
+from mixer.build.readers import CONTINUES, PIECE_CHARS, REASONS, Unit, read_unit, split_text
+from mixer.build.tokenizer import Encoder
 
 BATCH_CHARS = 1 << 20  # characters of text per encode_batch call (its memory: ~40 bytes a token)
 BATCH_DOCS = 4096

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from mixer.errors import MixerError, OutputError
-from mixer.manifest import SPLITS, Manifest
-from mixer.shards import read_shard_file
-from mixer.tokenizer import sha256_file
+from mixer.artifacts.manifest import SPLITS, Manifest
+from mixer.artifacts.shards import read_shard_file
+from mixer.build.tokenizer import sha256_file
 
 
 def check_files(manifest: Manifest) -> None:
@@ -41,7 +41,7 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
     except OutputError as e:
         return [str(e)], {}
     try:
-        from mixer.planfile import load_plan
+        from mixer.artifacts.planfile import load_plan
 
         load_plan(manifest)
     except MixerError as e:

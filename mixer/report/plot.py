@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.manifest import Manifest
+from mixer.artifacts.manifest import Manifest
 from mixer.plan import Plan
 
 POINTS = 400  # prefix lengths at which the cumulative shares are drawn

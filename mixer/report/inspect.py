@@ -8,10 +8,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from mixer.errors import StateError
-from mixer.manifest import Manifest
+from mixer.artifacts.manifest import Manifest
 from mixer.plan import Plan
-from mixer.shards import fetch
-from mixer.store import SplitStore, cache_root
+from mixer.artifacts.shards import fetch
+from mixer.serve.cache import SplitStore, cache_root
 
 
 def describe_block(

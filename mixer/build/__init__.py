@@ -4,7 +4,7 @@ Phases: (1) decide, per source, whether its blocks can be reused (same key in th
 replaced, or a ``from:`` build) or must be built; load the tokenizer and plan the units of the
 sources to build (any error here is a recipe mistake, nothing is written); (2) tokenize every
 unit in the executor, spilling ids to a temporary folder next to the output; (3) per source,
-stream the spill files in unit order into packed MDS shards (`mixer.merge`), and link the
+stream the spill files in unit order into packed MDS shards (`mixer.build.merge`), and link the
 reused sources' shards; (4) write the manifest and the plan and publish the folder with a
 rename. Results are merged in unit order, so the bytes written do not depend on the executor.
 """
@@ -26,18 +26,18 @@ from pathlib import Path
 from rich.console import Console
 
 from mixer import __version__, backend, reuse
-from mixer.backend import TiktokenEncoder, TiktokenSpec
+from mixer.build.tiktoken_fast import TiktokenEncoder, TiktokenSpec
 from mixer.errors import MixerError, RecipeError, TokenizerError
-from mixer.executor import LocalExecutor, RayExecutor, default_workers, emit, worker_state
-from mixer.manifest import FORMAT, Manifest
-from mixer.merge import merge_source
-from mixer.planfile import save_plan, train_plan
-from mixer.progress import BuildProgress
+from mixer.build.executors import LocalExecutor, RayExecutor, default_workers, emit, worker_state
+from mixer.artifacts.manifest import FORMAT, Manifest
+from mixer.build.merge import merge_source
+from mixer.artifacts.planfile import save_plan, train_plan
+from mixer.build.progress import BuildProgress
 from mixer.recipe import Recipe, SourceSpec
-from mixer.sources import Unit, plan_units, read_unit
-from mixer.tokenizer import Encoder, TokenizerInfo, load_tokenizer, sha256_file
-from mixer.work import UnitResult, load_record, run_unit
-from mixer.workdir import BuildDir, write_error
+from mixer.build.readers import Unit, plan_units, read_unit
+from mixer.build.tokenizer import Encoder, TokenizerInfo, load_tokenizer, sha256_file
+from mixer.build.worker import UnitResult, load_record, run_unit
+from mixer.build.outdir import BuildDir, write_error
 
 
 @dataclass(frozen=True, kw_only=True)

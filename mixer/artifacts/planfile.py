@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from mixer.errors import OutputError
-from mixer.manifest import Manifest, write_atomic
+from mixer.artifacts.manifest import Manifest, write_atomic
 from mixer.plan import Plan, make_plan
 
 FILENAME = "plan.json"

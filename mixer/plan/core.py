@@ -13,7 +13,7 @@ The served sequence is a pure function of (per-source block counts, weights, tot
   for S sources: under 1 sample in any 2- or 3-source mixture, and for a 5% source among up to
   21. Tests check it on random plans and compare with Megatron's greedy interleave.
 * **Passes**: source s serves its B_s blocks in passes of a fresh permutation each; sample k is
-  position k mod B_s of pass k // B_s. Permutations are keyed Feistel networks (`mixer.perm`),
+  position k mod B_s of pass k // B_s. Permutations are keyed Feistel networks (`mixer.plan.passes`),
   optionally shard-aware: shuffle shards, then blocks within a window of shards.
 * **Random access**: ``counts(m)`` and ``locate(i)`` cost O(S^2) integer operations, whatever i.
 """
@@ -30,7 +30,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 from mixer.errors import PlanError
-from mixer.perm import Feistel, round_keys
+from mixer.plan.passes import Feistel, round_keys
 
 FORMAT = 1
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from mixer import __version__
 from mixer.errors import OutputError, RecipeError
-from mixer.manifest import Manifest
+from mixer.artifacts.manifest import Manifest
 from mixer.recipe import Recipe, SourceSpec
-from mixer.tokenizer import sha256_file
+from mixer.build.tokenizer import sha256_file
 
 
 def stat_inputs(spec: SourceSpec, known: dict[str, dict]) -> list[dict]:

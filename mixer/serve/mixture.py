@@ -1,6 +1,6 @@
 """`StreamingMixture`: the plan's global sequence, sliced for this rank and DataLoader worker.
 
-Thin by design: the order is `mixer.plan` (pure arithmetic), the bytes are `mixer.shards`
+Thin by design: the order is `mixer.plan` (pure arithmetic), the bytes are `mixer.artifacts.shards`
 (fetch, verify, memory-map). What is left here is choosing which global samples this process
 serves, gathering them a chunk at a time, and the resume state.
 """
@@ -15,8 +15,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mixer.errors import StateError
-from mixer.planfile import load_plan, val_plan
-from mixer.store import SplitStore, cache_root, open_build
+from mixer.artifacts.planfile import load_plan, val_plan
+from mixer.serve.cache import SplitStore, cache_root, open_build
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
 CHUNK_SAMPLES = 128  # samples gathered at once (4 MiB of int64 at 2048 tokens)

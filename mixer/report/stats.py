@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mixer.errors import StateError
-from mixer.manifest import Manifest
+from mixer.artifacts.manifest import Manifest
 from mixer.plan import Plan
 
 REPEAT_WARNING = 4  # epochs beyond which repeating a source is risky

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from mixer.errors import OutputError
-from mixer.pack import Packed
-from mixer.tokenizer import sha256_file
+from mixer.build.pack import Packed
+from mixer.build.tokenizer import sha256_file
 
 COMPRESSION = "zstd"
 

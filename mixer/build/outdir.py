@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from mixer.errors import OutputError
-from mixer.manifest import FILENAME
+from mixer.artifacts.manifest import FILENAME
 
 
 class BuildDir:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from mixer.errors import InputError
-from mixer.pack import Packer
+from mixer.build.pack import Packer
 from mixer.recipe import Recipe, SourceSpec, ValidationSpec
-from mixer.shards import ShardWriter
-from mixer.sources import Unit
-from mixer.work import DOC_DTYPE, UnitResult, unit_paths
+from mixer.artifacts.shards import ShardWriter
+from mixer.build.readers import Unit
+from mixer.build.worker import DOC_DTYPE, UnitResult, unit_paths
 
 CHUNK_DOCS = 1 << 16  # documents routed and packed per step ...
 CHUNK_TOKENS = 1 << 24  # ... and tokens (64 MiB of uint32): the merge's memory bound
