@@ -1,4 +1,20 @@
-"""mixer: exact, resumable data mixtures for continued pre-training of LLMs."""
+"""mixer: exact, resumable data mixtures for continued pre-training of LLMs.
+
+The flow, and where each step lives::
+
+    recipe.yaml -> Recipe -> work units -> documents -> token ids -> blocks -> MDS shards
+                   recipe   build.units    build.readers build.worker build.pack build.merge
+                                           build.text    build.tokenizer          artifacts.shards
+                                                         build.tiktoken_fast
+                 manifest.json (artifacts.manifest) + plan.json (artifacts.planfile, plan)
+                 -> StreamingMixture (serve.mixture over serve.cache) -> the trainer
+                 -> mixer stats / inspect / verify (report)
+
+Reading order for a newcomer: ``recipe`` (what a user writes), ``build/__init__`` (the build's
+phases), ``artifacts`` (what a build writes), ``plan`` (pure index math: allocation,
+interleave, passes, slicing), ``serve`` (the cache and ``StreamingMixture``), ``report``,
+``cli``. ``errors`` holds every user-facing exception; ``identity`` the hashing.
+"""
 
 __version__ = "0.1.0"
 __all__ = ["StreamingMixture", "__version__"]

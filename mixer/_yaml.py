@@ -1,4 +1,5 @@
-"""Typed access to one mapping of a YAML document, with errors that name the key.
+"""Reading recipe YAML: a safe loader that refuses duplicate keys, and typed access to one
+mapping with errors that name the key.
 
 Hand-written rather than a schema library: the messages must name the recipe file and the
 dotted key, suggest the closest known key for a typo, and never show a traceback; the whole
@@ -9,11 +10,16 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from typing import Any
+
+import yaml
 
 from mixer.errors import RecipeError
 
 _MISSING = object()
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.I)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 
 
 class Keys:
@@ -102,8 +108,54 @@ class Keys:
         v = self._get(key, required)
         return Keys(None if v is _MISSING else v, self.path(key), self.origin)
 
+    def size(self, key: str, default: int) -> int:
+        """A byte size: an integer or a string such as ``64MiB``, ``500MB`` (1KiB to 4GiB)."""
+        value = self.data.get(key, default)
+        self.used(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            n = value
+        elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
+            unit = m.group(2).lower()
+            scale = 1024 ** " kmgt".index(unit[0]) if "i" in unit else _UNITS[unit[:1]]
+            n = int(float(m.group(1)) * scale)
+        else:
+            raise RecipeError(
+                f"{self.origin}: {self.path(key)}: expected a size such as 64MiB, got {value!r}"
+            )
+        if not 1 << 10 <= n < 1 << 32:
+            raise RecipeError(
+                f"{self.origin}: {self.path(key)}: must be between 1KiB and 4GiB, got {value!r}"
+            )
+        return n
+
 
 def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
         type(value), type(value).__name__
     )
+
+
+def load_yaml(text: str, origin: str) -> Any:
+    """Parse YAML as data (safe loader, duplicate keys refused); RecipeError naming the line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{origin}{where}: invalid YAML: {problem}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 (PyYAML's signature)
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)

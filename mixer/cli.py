@@ -97,8 +97,8 @@ def build(
 @_friendly
 def validate(recipe: str) -> None:
     """Check RECIPE (keys, values, files, tokenizer) without building."""
-    from mixer.recipe import load_recipe
     from mixer.build.tokenizer import load_tokenizer
+    from mixer.recipe import load_recipe
 
     r = load_recipe(recipe)
     tok = None if r.tokenizer.kind == "hf" else load_tokenizer(r.tokenizer)

@@ -16,9 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mixer._yaml import Keys
+from mixer._yaml import Keys, load_yaml
 from mixer.errors import RecipeError
 
 #: File types a source may list, longest suffix first.
@@ -127,13 +125,7 @@ def load_recipe(path: str | os.PathLike, output: str | None = None) -> Recipe:
         raise RecipeError(f"{path}: no such recipe file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise RecipeError(f"{path}: cannot read the recipe: {e}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise RecipeError(f"{path}{where}: invalid YAML: {problem}") from None
+    data = load_yaml(text, str(path))
     return parse_recipe(data, base_dir=path.parent, origin=str(path), output=output)
 
 
@@ -148,8 +140,8 @@ def parse_recipe(
     seed = top.int("seed", default=0, minimum=0)
     packing = top.choice("packing", ("concat",), default="concat")
     remainder = top.choice("remainder", ("drop", "pad"), default="drop")
-    shard_size = _size(top, "shard_size", DEFAULT_SHARD_SIZE)
-    max_doc = _size(top, "max_document_bytes", DEFAULT_MAX_DOCUMENT)
+    shard_size = top.size("shard_size", DEFAULT_SHARD_SIZE)
+    max_doc = top.size("max_document_bytes", DEFAULT_MAX_DOCUMENT)
     tok = _tokenizer(top.mapping("tokenizer", required=True), base)
     default_val = _validation(top.mapping("validation"))
     mixture = _mixture(top.mapping("mixture"))
@@ -270,7 +262,7 @@ def _source(
             " split into lines on b'\\n': convert the files to UTF-8 (iconv -t UTF-8)"
         )
     val = _validation(k.mapping("validation")) if "validation" in k.data else default_val
-    max_doc = _size(k, "max_document_bytes", max_doc)
+    max_doc = k.size("max_document_bytes", max_doc)
     spec = SourceSpec(
         name=name,
         weight=weight,
@@ -358,42 +350,3 @@ def _resolve_data_files(k: Keys, value: Any, base: Path) -> Any:
             for s, v in value.items()
         }
     return one(value)
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.I)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-
-
-def _size(k: Keys, key: str, default: int) -> int:
-    value = k.data.get(key, default)
-    k.used(key)
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
-        unit = m.group(2).lower()
-        scale = 1024 ** " kmgt".index(unit[0]) if "i" in unit else _UNITS[unit[:1]]
-        n = int(float(m.group(1)) * scale)
-    else:
-        raise RecipeError(
-            f"{k.origin}: {k.path(key)}: expected a size such as 64MiB, got {value!r}"
-        )
-    if not 1 << 10 <= n < 1 << 32:
-        raise RecipeError(
-            f"{k.origin}: {k.path(key)}: must be between 1KiB and 4GiB, got {value!r}"
-        )
-    return n
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
-
-    def construct_mapping(self, node, deep=False):  # noqa: ANN001 (PyYAML's signature)
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)

@@ -115,8 +115,9 @@ def recipe(root: Path, only: str | None = None) -> Path:
 
 
 def documents(path: Path) -> list[str]:
+    from mixer.build.readers import read_unit
+    from mixer.build.units import plan_units
     from mixer.recipe import load_recipe
-    from mixer.build.readers import plan_units, read_unit
 
     r = load_recipe(path)
     return [t for s in r.sources for u in plan_units(s) for _, t, why in read_unit(u, s) if not why]
@@ -125,7 +126,12 @@ def documents(path: Path) -> list[str]:
 def bare(docs: list[str], reps: int) -> dict:
     import tiktoken
 
-    from mixer.build.tokenizer import PATTERNS, SPECIALS, read_tiktoken_ranks, tiktoken_to_tokenizers
+    from mixer.build.tokenizer import (
+        PATTERNS,
+        SPECIALS,
+        read_tiktoken_ranks,
+        tiktoken_to_tokenizers,
+    )
 
     tok = tiktoken_to_tokenizers(Path(qwen_file()), "qwen")
     ranks = read_tiktoken_ranks(Path(qwen_file()))

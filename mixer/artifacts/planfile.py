@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mixer.errors import OutputError
 from mixer.artifacts.manifest import Manifest, write_atomic
+from mixer.errors import OutputError
 from mixer.plan import Plan, make_plan
 
 FILENAME = "plan.json"

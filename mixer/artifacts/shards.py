@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mixer.errors import OutputError
-from mixer.build.pack import Packed
-from mixer.build.tokenizer import sha256_file
+from mixer.identity import sha256_file
 
 COMPRESSION = "zstd"
 
@@ -43,7 +42,8 @@ class ShardWriter:
             size_limit=shard_size,
         )
 
-    def write(self, packed: Packed) -> None:
+    def write(self, packed) -> None:
+        """Write a `mixer.build.pack.Packed` (blocks and their document starts)."""
         for block, starts in zip(packed.blocks, packed.starts, strict=True):
             self._w.write({"input_ids": block, "starts": starts.tobytes()})
         self.num_blocks += len(packed.blocks)
@@ -168,3 +168,20 @@ def read_shard_file(path: Path, *, seq_len: int, dtype: str) -> ShardReader:
     except zstandard.ZstdError as e:
         raise OutputError(f"{path}: shard file is corrupted ({e})") from None
     return ShardReader(raw, seq_len=seq_len, dtype=dtype, name=str(path))
+
+
+def positions(rows: np.ndarray, cols: np.ndarray, num_blocks: int, seq_len: int) -> np.ndarray:
+    """``[num_blocks, seq_len]``: each token's offset from the latest document start.
+
+    The blocks are cut into segments (each block's start and each document start inside it);
+    a token's position is its flat offset minus its segment's start: one np.repeat and one
+    subtraction, whatever the number of documents.
+    """
+    n = num_blocks * seq_len
+    inner = cols > 0  # a document starting at 0 starts the block's own segment
+    seg = np.concatenate(
+        [np.arange(num_blocks, dtype=np.int64) * seq_len, rows[inner] * seq_len + cols[inner]]
+    )
+    seg.sort()
+    pos = np.arange(n, dtype=np.int64) - np.repeat(seg, np.diff(np.append(seg, n)))
+    return pos.reshape(num_blocks, seq_len)

@@ -15,29 +15,31 @@ import functools
 import hashlib
 import importlib
 import json
-import os
 import shutil
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from rich.console import Console
 
-from mixer import __version__, backend, reuse
-from mixer.build.tiktoken_fast import TiktokenEncoder, TiktokenSpec
-from mixer.errors import MixerError, RecipeError, TokenizerError
-from mixer.build.executors import LocalExecutor, RayExecutor, default_workers, emit, worker_state
-from mixer.artifacts.manifest import FORMAT, Manifest
-from mixer.build.merge import merge_source
+from mixer import __version__
+from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.planfile import save_plan, train_plan
-from mixer.build.progress import BuildProgress
-from mixer.recipe import Recipe, SourceSpec
-from mixer.build.readers import Unit, plan_units, read_unit
-from mixer.build.tokenizer import Encoder, TokenizerInfo, load_tokenizer, sha256_file
-from mixer.build.worker import UnitResult, load_record, run_unit
+from mixer.build import reuse
+from mixer.build import tiktoken_fast as backend
+from mixer.build.executors import LocalExecutor, RayExecutor, default_workers, emit, worker_state
+from mixer.build.merge import merge_source
 from mixer.build.outdir import BuildDir, write_error
+from mixer.build.progress import BuildProgress
+from mixer.build.readers import read_unit
+from mixer.build.record import report, write_manifest
+from mixer.build.tiktoken_fast import TiktokenEncoder, TiktokenSpec
+from mixer.build.tokenizer import Encoder, TokenizerInfo, load_tokenizer
+from mixer.build.units import Unit, plan_units
+from mixer.build.worker import UnitResult, load_record, run_unit
+from mixer.errors import MixerError, RecipeError, TokenizerError
+from mixer.recipe import Recipe, SourceSpec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,15 +50,6 @@ class _Task:
     strict: bool
     keep_smallest: int
     key: str
-
-
-@dataclass(kw_only=True)
-class _Decision:
-    """Per source: built here (with its key and inputs) or linked from a built source."""
-
-    key: str | None = None
-    inputs: list[dict] | None = None
-    linked: tuple[Manifest, str] | None = None
 
 
 def _setup(tokenizer_json: str, bos_id, eos_id, dtype: str, fast: TiktokenSpec | None) -> dict:
@@ -100,14 +93,16 @@ def build(
         raise RecipeError(f"{recipe.path}: output: missing; set `output:` or pass --output")
     started = time.perf_counter()
     ident = reuse.tokenizer_identity(recipe)
-    plan = _decide(recipe, reuse.previous(Path(recipe.output)), ident)
-    todo = [s for s in recipe.sources if plan[s.name].linked is None]
+    decisions = _decide(recipe, reuse.previous(Path(recipe.output)), ident)
+    todo = [s for s in recipe.sources if decisions[s.name].linked is None]
     tok = None
-    if todo or any(m.data["tokenizer"].get("identity") != ident for m, _ in _linked(plan)):
+    if todo or any(m.data["tokenizer"].get("identity") != ident for m, _ in _linked(decisions)):
         tok = load_tokenizer(recipe.tokenizer)
     for s in recipe.sources:
         if s.reuse:
-            reuse.check_compatible(recipe, s, plan[s.name].linked[0], _tok_summary(tok, plan))
+            reuse.check_compatible(
+                recipe, s, decisions[s.name].linked[0], _tok_summary(tok, decisions)
+            )
     units = {s.name: plan_units(s) for s in todo}
     if show_progress is None:
         mode = "bars" if console.is_terminal else "log"
@@ -123,7 +118,7 @@ def build(
                 recipe,
                 tok,
                 ident,
-                plan,
+                decisions,
                 units,
                 workers or default_workers(),
                 strict,
@@ -131,7 +126,7 @@ def build(
                 encoder,
                 (engine, address),
             )
-            _report(console, manifest, time.perf_counter() - started, reused, num_units, plan)
+            report(console, manifest, time.perf_counter() - started, reused, num_units, decisions)
             bd.publish()
         except MixerError:
             bd.discard()
@@ -141,26 +136,26 @@ def build(
     return Manifest.load(recipe.output)
 
 
-def _decide(recipe: Recipe, prev: Manifest | None, ident: dict) -> dict[str, _Decision]:
+def _decide(recipe: Recipe, prev: Manifest | None, ident: dict) -> dict[str, reuse.Decision]:
     known = reuse.known_inputs(prev)
-    plan = {}
+    decisions = {}
     for s in recipe.sources:
         if s.reuse:
-            plan[s.name] = _Decision(linked=reuse.reference(recipe, s))
+            decisions[s.name] = reuse.Decision(linked=reuse.reference(recipe, s))
             continue
         inputs = reuse.stat_inputs(s, known) if s.files else []
         key = reuse.source_key(recipe, s, inputs, ident)
-        plan[s.name] = _Decision(
+        decisions[s.name] = reuse.Decision(
             key=key, inputs=inputs, linked=reuse.find([prev] if prev else [], key)
         )
-    return plan
+    return decisions
 
 
-def _linked(plan: dict[str, _Decision]):
-    return [d.linked for d in plan.values() if d.linked is not None]
+def _linked(decisions: dict[str, reuse.Decision]):
+    return [d.linked for d in decisions.values() if d.linked is not None]
 
 
-def _tok_summary(tok: TokenizerInfo | None, plan: dict[str, _Decision]) -> dict:
+def _tok_summary(tok: TokenizerInfo | None, decisions: dict[str, reuse.Decision]) -> dict:
     if tok is not None:
         return {
             "fingerprint": tok.fingerprint,
@@ -168,7 +163,7 @@ def _tok_summary(tok: TokenizerInfo | None, plan: dict[str, _Decision]) -> dict:
             "bos_id": tok.bos_id,
             "eos_id": tok.eos_id,
         }
-    return _linked(plan)[0][0].data["tokenizer"]
+    return _linked(decisions)[0][0].data["tokenizer"]
 
 
 def _totals(units: dict[str, list[Unit]]) -> dict[str, int]:
@@ -180,7 +175,7 @@ def _build_into(
     recipe: Recipe,
     tok: TokenizerInfo | None,
     ident: dict,
-    plan: dict[str, _Decision],
+    decisions: dict[str, reuse.Decision],
     units: dict[str, list[Unit]],
     workers: int,
     strict: bool,
@@ -191,13 +186,13 @@ def _build_into(
     """The whole build inside ``work``: (manifest, units reused, units in all)."""
     for stale in ("sources", "tokenizer"):  # from a merge an earlier run did not finish
         shutil.rmtree(work / stale, ignore_errors=True)
-    hashes = {f["path"]: f["sha256"] for d in plan.values() for f in d.inputs or []}
+    hashes = {f["path"]: f["sha256"] for d in decisions.values() for f in d.inputs or []}
     results, reused = _tokenize(
         work, recipe, tok, units, hashes, workers, strict, bar, encoder, *engine
     )
     records = {}
     for s in recipe.sources:
-        d = plan[s.name]
+        d = decisions[s.name]
         if d.linked is None:
             got = [results[s.name, u.index] for u in units[s.name]]
             rec = merge_source(recipe, s, units[s.name], got, tok.dtype, tok.pad_id, work)
@@ -213,7 +208,7 @@ def _build_into(
             reuse.link_source(src, name, work, s.name)
             records[s.name] = {**src.data["sources"][name], "weight": s.weight}
     shutil.rmtree(work / "units", ignore_errors=True)
-    manifest = _write_manifest(recipe, tok, ident, plan, records, work)
+    manifest = write_manifest(recipe, tok, ident, decisions, records, work)
     save_plan(train_plan(manifest, recipe.to_dict()["mixture"]), work)
     return manifest, reused, len(results)
 
@@ -306,85 +301,3 @@ def _unit_key(
         "mixer": __version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _write_manifest(
-    recipe: Recipe,
-    tok: TokenizerInfo | None,
-    ident: dict,
-    plan: dict[str, _Decision],
-    sources: dict,
-    work: Path,
-) -> Manifest:
-    tok_dir = work / "tokenizer"
-    if tok is not None:
-        tok_dir.mkdir()
-        (tok_dir / "tokenizer.json").write_text(tok.json, encoding="utf-8")
-        if tok.kind == "tiktoken":
-            shutil.copyfile(tok.file, tok_dir / Path(tok.file).name)
-        section = {**tok.to_manifest(), "identity": ident}
-    else:  # every source reused from builds with this very tokenizer
-        src = _linked(plan)[0][0]
-        shutil.copytree(src.root / "tokenizer", tok_dir)
-        section = dict(src.data["tokenizer"])
-    if recipe.path and os.path.isfile(recipe.path):
-        shutil.copyfile(recipe.path, work / "recipe.yaml")
-    section["files"] = {p.name: sha256_file(p) for p in sorted(tok_dir.iterdir())}
-    data = {
-        "format": FORMAT,
-        "mixer_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "name": recipe.name,
-        "seed": recipe.seed,
-        "seq_len": recipe.seq_len,
-        "packing": recipe.packing,
-        "remainder": recipe.remainder,
-        "recipe": recipe.to_dict(),
-        "tokenizer": section,
-        "sources": sources,
-    }
-    manifest = Manifest(data, work)
-    manifest.save()
-    return manifest
-
-
-def _report(
-    console: Console,
-    manifest: Manifest,
-    seconds: float,
-    reused: int,
-    num_units: int,
-    plan: dict[str, _Decision],
-) -> None:
-    for name, src in manifest.data["sources"].items():
-        if src["skipped"] and plan[name].linked is None:
-            counts = ", ".join(f"{k} {v}" for k, v in src["skipped"].items())
-            where = "; ".join(f"{r} at {loc}" for r, loc in src["skipped_examples"])
-            console.print(
-                f"[yellow]warning[/]: {name}: skipped {counts} (first: {where})",
-                highlight=False,
-                soft_wrap=True,
-            )
-        for split in ("train", "val"):
-            s = src[split]
-            if s["documents"] and not s["blocks"]:
-                console.print(
-                    f"[yellow]warning[/]: {name}/{split}: {s['tokens']} tokens make no block of"
-                    f" {manifest.seq_len}; they were dropped (use `remainder: pad` to keep them)",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-    total = sum(
-        s[sp]["blocks"] for s in manifest.data["sources"].values() for sp in ("train", "val")
-    )
-    linked = [n for n, d in plan.items() if d.linked is not None]
-    notes = []
-    if reused:
-        notes.append(f"reused {reused} of {num_units} finished units")
-    if linked:
-        notes.append(f"reused built source{'s' * (len(linked) > 1)} {', '.join(linked)}")
-    note = f" ({'; '.join(notes)})" if notes else ""
-    console.print(
-        f"built {len(manifest.data['sources'])} sources, {total:,} blocks in {seconds:.1f}s{note}",
-        highlight=False,
-    )

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.errors import InputError
-from mixer.build.pack import Packer
-from mixer.recipe import Recipe, SourceSpec, ValidationSpec
 from mixer.artifacts.shards import ShardWriter
-from mixer.build.readers import Unit
+from mixer.build.pack import Packer
+from mixer.build.units import Unit
 from mixer.build.worker import DOC_DTYPE, UnitResult, unit_paths
+from mixer.errors import InputError
+from mixer.recipe import Recipe, SourceSpec, ValidationSpec
 
 CHUNK_DOCS = 1 << 16  # documents routed and packed per step ...
 CHUNK_TOKENS = 1 << 24  # ... and tokens (64 MiB of uint32): the merge's memory bound

@@ -16,8 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-from mixer.errors import OutputError
 from mixer.artifacts.manifest import FILENAME
+from mixer.errors import OutputError
 
 
 class BuildDir:

@@ -60,20 +60,3 @@ class Packer:
         block = np.concatenate([self._carry, np.full(pad, pad_id, self.dtype)])
         starts = [self._carry_starts.astype(np.uint32)]
         return Packed(blocks=block.reshape(1, -1), starts=starts), 0, pad
-
-
-def positions(rows: np.ndarray, cols: np.ndarray, num_blocks: int, seq_len: int) -> np.ndarray:
-    """``[num_blocks, seq_len]``: each token's offset from the latest document start.
-
-    The blocks are cut into segments (each block's start and each document start inside it);
-    a token's position is its flat offset minus its segment's start: one np.repeat and one
-    subtraction, whatever the number of documents.
-    """
-    n = num_blocks * seq_len
-    inner = cols > 0  # a document starting at 0 starts the block's own segment
-    seg = np.concatenate(
-        [np.arange(num_blocks, dtype=np.int64) * seq_len, rows[inner] * seq_len + cols[inner]]
-    )
-    seg.sort()
-    pos = np.arange(n, dtype=np.int64) - np.repeat(seg, np.diff(np.append(seg, n)))
-    return pos.reshape(num_blocks, seq_len)

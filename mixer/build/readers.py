@@ -1,8 +1,4 @@
-"""Reading documents: work units defined by the input, and one reader per input type.
-
-A work unit is a whole file, a byte range of a large uncompressed line-based file, a parquet row
-group, or a Hugging Face dataset shard (streaming) or row range. Units depend on the input only,
-never on the number of workers, so any executor produces the same documents in the same order.
+"""Reading documents: one reader per input type, over one work unit (`mixer.build.units`).
 
 Readers yield ``(where, text, reason)``: a document (``reason is None``) or a skip with its
 reason; ``where`` is a line, record or row number that :meth:`Unit.locate` turns into
@@ -11,19 +7,19 @@ reason; ``where`` is a line, record or row number that :meth:`Unit.locate` turns
 
 from __future__ import annotations
 
-import codecs
-import gzip
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-from mixer.errors import InputError, RecipeError
+from mixer.build.lines import (
+    Item,
+    Unreadable,
+    check_text,
+    read_lines,
+)
+from mixer.build.text import read_txt
+from mixer.build.units import Unit, load_hf
 from mixer.recipe import SourceSpec, file_kind
-
-RANGE_BYTES = 32 << 20  # uncompressed .jsonl / line-mode .txt files are split every 32 MiB
-HF_ROWS = 50_000  # rows per unit of a non-streaming Hugging Face dataset
 
 #: Why a document was skipped (manifest ``skipped`` keys).
 REASONS = {
@@ -39,98 +35,6 @@ REASONS = {
     "unreadable_file": "a file (or its rest) that cannot be read: corrupt or truncated",
 }
 
-Item = tuple[int, "str | None", "str | None"]  # (where, text, reason)
-CONTINUES = "+"  # the reason of a piece of a document whose next piece follows
-PIECE_CHARS = 1 << 20  # long documents are read and tokenized in pieces of about this size
-
-
-@dataclass(frozen=True, kw_only=True)
-class Unit:
-    source: str
-    index: int  # position in the source's unit order
-    kind: str  # "file", "range", "rowgroup", "hf-shard", "hf-rows"
-    path: str = ""  # the file, or the dataset's path for hf units
-    start: int = 0  # byte offset, row group, shard index or first row
-    stop: int = -1  # byte or row end (exclusive); -1: to the end
-    size: int = 0  # bytes (files) or rows (hf) this unit covers, for progress
-
-    def locate(self, where: int) -> str:
-        """A human location for the ``where`` a reader yielded."""
-        if self.kind in ("file", "range"):
-            return f"{self.path}:{where + self._lines_before()}"
-        if self.kind == "rowgroup":
-            return f"{self.path} row group {self.start} row {where}"
-        if self.kind == "hf-shard":
-            return f"hf:{self.path} shard {self.start} row {where}"
-        return f"hf:{self.path} row {self.start + where}"
-
-    def _lines_before(self) -> int:
-        """Lines of the file before this unit's first line (only computed for reports)."""
-        if self.kind != "range" or self.start == 0:
-            return 0
-        count = 0
-        with open(self.path, "rb") as f:
-            remaining = self.start
-            while remaining > 0:
-                chunk = f.read(min(remaining, 1 << 24))
-                count += chunk.count(b"\n")
-                remaining -= len(chunk)
-            f.seek(self.start - 1)
-            ends_line = f.read(1) == b"\n"
-        return count if ends_line else count + 1
-
-
-def plan_units(spec: SourceSpec) -> list[Unit]:
-    """The source's work units in reading order."""
-    if spec.hf is not None:
-        return _hf_units(spec)
-    units: list[Unit] = []
-    for path in spec.files:
-        kind = file_kind(path)
-        size = Path(path).stat().st_size
-        splittable = kind == ".jsonl" or (kind == ".txt" and spec.txt_mode == "line")
-        if kind == ".parquet":
-            groups = _row_groups(path)
-            if groups:
-                units += [
-                    Unit(
-                        source=spec.name,
-                        index=0,
-                        kind="rowgroup",
-                        path=path,
-                        start=g,
-                        size=size // groups,
-                    )
-                    for g in range(groups)
-                ]
-                continue
-        if splittable and size > RANGE_BYTES:
-            units += [
-                Unit(
-                    source=spec.name,
-                    index=0,
-                    kind="range",
-                    path=path,
-                    start=a,
-                    stop=min(a + RANGE_BYTES, size),
-                    size=min(RANGE_BYTES, size - a),
-                )
-                for a in range(0, size, RANGE_BYTES)
-            ]
-        else:
-            units.append(Unit(source=spec.name, index=0, kind="file", path=path, size=size))
-    return [Unit(**{**u.__dict__, "index": i}) for i, u in enumerate(units)]
-
-
-def _row_groups(path: str) -> int:
-    """Row groups of a parquet file; 0 if its footer cannot be read (the reader reports it)."""
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.ParquetFile(path).num_row_groups
-    except Exception:  # noqa: BLE001 (pyarrow raises several types for a broken file)
-        return 0
-
 
 def read_unit(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
     """Documents and skips of one unit, in input order."""
@@ -142,76 +46,13 @@ def read_unit(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
         if kind == ".parquet":
             yield from _read_parquet(unit, spec)
         elif kind == ".txt":
-            yield from _read_txt(unit, spec)
+            yield from read_txt(unit, spec)
         elif kind == ".json" and _is_json_array(unit.path):
             yield from _read_json_array(unit, spec)
         else:
             yield from _read_json_lines(unit, spec)
-    except _Unreadable as e:
+    except Unreadable as e:
         yield e.where, None, "unreadable_file"
-
-
-class _Unreadable(Exception):
-    def __init__(self, where: int):
-        self.where = where
-
-
-def _open_binary(path: str):
-    kind = file_kind(path)
-    if kind == ".jsonl.gz":
-        return gzip.open(path, "rb")
-    if kind == ".jsonl.zst":
-        import zstandard
-
-        raw = open(path, "rb")  # noqa: SIM115 (closed with the wrapper)
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(path, "rb")  # noqa: SIM115
-
-
-def _lines(unit: Unit, limit: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number within the unit, raw line) for the lines that start inside the unit; a line
-    longer than ``limit`` bytes comes as None, read through in bounded memory."""
-    n = 0
-    try:
-        with _open_binary(unit.path) as f:
-            if unit.start > 0:
-                f.seek(unit.start - 1)
-                if f.read(1) != b"\n":
-                    _skip_line(f)  # that line belongs to the previous unit
-            pos, stop = (f.tell() if unit.start > 0 else 0), unit.stop
-            while not 0 <= stop <= pos:
-                line = f.readline(limit + 1)
-                if not line:
-                    break
-                n += 1
-                pos += len(line)
-                if len(line) > limit and not line.endswith(b"\n"):
-                    pos += _skip_line(f)
-                    yield n, None
-                    continue
-                if n == 1 and unit.start == 0 and line.startswith(b"\xef\xbb\xbf"):
-                    line = line[3:]  # a UTF-8 byte order mark
-                yield n, line
-    except _stream_errors() as e:  # truncated or corrupt .gz / .zst
-        if isinstance(e, FileNotFoundError):
-            raise InputError(f"{unit.path}: the input file disappeared during the build") from None
-        raise _Unreadable(n + 1) from None
-
-
-def _skip_line(f) -> int:
-    """Read to the end of the current line, 1 MiB at a time; the bytes read."""
-    skipped = 0
-    while chunk := f.readline(1 << 20):
-        skipped += len(chunk)
-        if chunk.endswith(b"\n"):
-            break
-    return skipped
-
-
-def _stream_errors() -> tuple[type[Exception], ...]:
-    import zstandard
-
-    return (OSError, EOFError, ValueError, zstandard.ZstdError)
 
 
 def _record_text(obj, field: str, limit: int) -> tuple[str | None, str | None]:
@@ -222,22 +63,12 @@ def _record_text(obj, field: str, limit: int) -> tuple[str | None, str | None]:
         return None, "missing_field"
     if not isinstance(text, str):
         return None, "not_text"
-    return _check_text(text, limit)
-
-
-def _check_text(text: str, limit: int | None = None) -> tuple[str | None, str | None]:
-    if limit is not None and len(text) > limit:
-        return None, "too_long"
-    if not text or text.isspace():
-        return None, "empty"
-    if "\x00" in text:
-        return None, "binary"
-    return text, None
+    return check_text(text, limit)
 
 
 def _read_json_lines(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
     utf8 = spec.encoding.replace("_", "-").lower() in ("utf-8", "utf8")
-    for n, line in _lines(unit, spec.max_document_bytes):
+    for n, line in read_lines(unit, spec.max_document_bytes):
         if line is None:
             yield n, None, "too_long"
             continue
@@ -293,97 +124,6 @@ class _Transcoder:
         return out
 
 
-def split_text(text: str, size: int = PIECE_CHARS) -> list[str]:
-    """Cut a long text into pieces of about ``size`` characters, each cut just before a space
-    that follows a non-space, where byte-level pre-tokenizers split anyway (so the pieces
-    tokenize like the whole); a text without such a space is cut every ``size`` characters."""
-    pieces, a = [], 0
-    while len(text) - a > size:
-        cut = text.rfind(" ", a + size // 2, a + size)
-        while cut > a and text[cut - 1].isspace():
-            cut = text.rfind(" ", a + size // 2, cut)
-        cut = cut if cut > a else a + size
-        pieces.append(text[a:cut])
-        a = cut
-    pieces.append(text[a:])
-    return pieces
-
-
-def _read_txt(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
-    if spec.txt_mode == "file":
-        yield from _read_whole_file(unit, spec.encoding)
-        return
-    if spec.txt_mode == "line":
-        for n, line in _lines(unit, spec.max_document_bytes):
-            if line is None:
-                yield n, None, "too_long"
-                continue
-            try:
-                yield (n, *_check_text(line.rstrip(b"\r\n").decode(spec.encoding)))
-            except UnicodeDecodeError:
-                yield n, None, "undecodable"
-        return
-    yield from _paragraphs(unit, spec)
-
-
-def _read_whole_file(unit: Unit, encoding: str) -> Iterator[Item]:
-    """One document per file, streamed: a large file comes in pieces (CONTINUES) of about
-    PIECE_CHARS, cut at spaces, so it is never held whole; a failure after the first piece
-    drops the whole document (the worker discards the pieces it has)."""
-    decoder = codecs.getincrementaldecoder(encoding)("strict")
-    text, start, seen = "", True, False
-    try:
-        with open(unit.path, "rb") as f:
-            while chunk := f.read(PIECE_CHARS):
-                if start and chunk.startswith(b"\xef\xbb\xbf"):
-                    chunk = chunk[3:]
-                start = False
-                text += decoder.decode(chunk)
-                if "\x00" in text:
-                    yield 1, None, "binary"
-                    return
-                if len(text) > PIECE_CHARS:
-                    *pieces, text = split_text(text, PIECE_CHARS)
-                    for p in pieces:
-                        seen = seen or not p.isspace()
-                        yield 1, p, CONTINUES
-            text += decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        yield 1, None, "undecodable"
-        return
-    if not seen and (not text or text.isspace()):
-        yield 1, None, "empty"
-    else:
-        yield 1, text, None
-
-
-def _paragraphs(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
-    """Blank-line separated paragraphs, each one document with its lines joined by newlines;
-    a paragraph longer than max_document_bytes is skipped (too_long)."""
-    lines: list[str] = []
-    first, bad, size = 0, None, 0
-    for n, raw in _lines(unit, spec.max_document_bytes):
-        if raw is not None and not raw.strip():  # a blank line ends the paragraph
-            if bad is not None or lines:
-                yield (first, None, bad) if bad else (first, *_check_text("\n".join(lines)))
-            lines, bad, size = [], None, 0
-            continue
-        if not lines and bad is None:
-            first = n
-        if bad is not None:
-            continue
-        size += spec.max_document_bytes + 1 if raw is None else len(raw)
-        if size > spec.max_document_bytes:
-            bad, lines = "too_long", []
-            continue
-        try:
-            lines.append(raw.rstrip(b"\r\n").decode(spec.encoding))
-        except UnicodeDecodeError:
-            bad, lines = "undecodable", []
-    if bad is not None or lines:
-        yield (first, None, bad) if bad else (first, *_check_text("\n".join(lines)))
-
-
 def _read_parquet(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -412,59 +152,10 @@ def _read_parquet(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
                 yield (
                     (n, None, "missing_field")
                     if text is None
-                    else (n, *_check_text(text, spec.max_document_bytes))
+                    else (n, *check_text(text, spec.max_document_bytes))
                 )
     except (OSError, pa.ArrowException):
-        raise _Unreadable(n + 1) from None
-
-
-def load_hf(spec: SourceSpec):
-    """The source's Hugging Face dataset (streaming or not), or a one-line RecipeError."""
-    import datasets
-
-    hf = spec.hf
-    try:
-        return datasets.load_dataset(
-            hf.path,
-            hf.name,
-            split=hf.split,
-            data_files=hf.data_files,
-            revision=hf.revision,
-            streaming=hf.streaming,
-        )
-    except Exception as e:  # hub, network, builder and file errors all mean "cannot load"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RecipeError(
-            f"sources.{spec.name}.hf: cannot load dataset {hf.path!r}: {first}"
-        ) from None
-
-
-def _hf_units(spec: SourceSpec) -> list[Unit]:
-    ds = load_hf(spec)
-    columns = ds.column_names
-    if columns is not None and spec.text_field not in columns:
-        raise RecipeError(
-            f"sources.{spec.name}.text_field: {spec.text_field!r} is not a column of"
-            f" {spec.hf.path!r} (columns: {', '.join(columns)})"
-        )
-    if spec.hf.streaming:
-        return [
-            Unit(source=spec.name, index=i, kind="hf-shard", path=spec.hf.path, start=i, size=1)
-            for i in range(ds.num_shards)
-        ]
-    rows = len(ds)
-    return [
-        Unit(
-            source=spec.name,
-            index=i,
-            kind="hf-rows",
-            path=spec.hf.path,
-            start=a,
-            stop=min(a + HF_ROWS, rows),
-            size=min(HF_ROWS, rows - a),
-        )
-        for i, a in enumerate(range(0, rows, HF_ROWS))
-    ]
+        raise Unreadable(n + 1) from None
 
 
 def _read_hf(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
@@ -480,4 +171,4 @@ def _read_hf(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
         elif not isinstance(text, str):
             yield n, None, "not_text"
         else:
-            yield (n, *_check_text(text, spec.max_document_bytes))
+            yield (n, *check_text(text, spec.max_document_bytes))

@@ -13,13 +13,23 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from mixer import __version__
-from mixer.errors import OutputError, RecipeError
 from mixer.artifacts.manifest import Manifest
+from mixer.errors import OutputError, RecipeError
+from mixer.identity import sha256_file
 from mixer.recipe import Recipe, SourceSpec
-from mixer.build.tokenizer import sha256_file
+
+
+@dataclass(kw_only=True)
+class Decision:
+    """Per source: built here (with its key and inputs) or linked from a built source."""
+
+    key: str | None = None
+    inputs: list[dict] | None = None
+    linked: tuple[Manifest, str] | None = None
 
 
 def stat_inputs(spec: SourceSpec, known: dict[str, dict]) -> list[dict]:

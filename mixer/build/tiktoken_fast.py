@@ -16,7 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.build.tokenizer import PATTERNS, Encoder, TokenizerInfo, _byte_encoder, read_tiktoken_ranks
+from mixer.build.tokenizer import (
+    PATTERNS,
+    Encoder,
+    TokenizerInfo,
+    _byte_encoder,
+    read_tiktoken_ranks,
+)
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mixer.errors import TokenizerError
+from mixer.identity import sha256_file
 from mixer.recipe import TokenizerSpec
 
 #: Pre-tokenization regexes of known tiktoken vocabularies and the special tokens they bring.
@@ -107,14 +108,6 @@ def load_tokenizer(spec: TokenizerSpec) -> TokenizerInfo:
         dtype="uint16" if vocab_size <= 1 << 16 else "uint32",
         json=text,
     )
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _from_file(file: Path):

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer.build.lines import CONTINUES, PIECE_CHARS
+from mixer.build.readers import REASONS, read_unit
+from mixer.build.text import split_text
+from mixer.build.tokenizer import Encoder
+from mixer.build.units import Unit
 from mixer.errors import InputError
 from mixer.recipe import SourceSpec
-from mixer.build.readers import CONTINUES, PIECE_CHARS, REASONS, Unit, read_unit, split_text
-from mixer.build.tokenizer import Encoder
 
 BATCH_CHARS = 1 << 20  # characters of text per encode_batch call (its memory: ~40 bytes a token)
 BATCH_DOCS = 4096

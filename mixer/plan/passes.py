@@ -10,6 +10,9 @@ bijection of [0, n). Round keys come from ``numpy.random.SeedSequence`` over exp
 
 from __future__ import annotations
 
+import hashlib
+from functools import lru_cache
+
 import numpy as np
 
 ROUNDS = 6
@@ -72,3 +75,72 @@ class Feistel:
     def inverse(self, v) -> np.ndarray:
         """The position of each value v: ``inverse(forward(j)) == j``."""
         return self._walk(v, self._inverse_rounds)
+
+
+class PassOrder:
+    """The order of one pass over a source's blocks: position -> block and back."""
+
+    def __init__(self, mode: str, window: int, keys: tuple[int, ...], shard_sizes: tuple[int, ...]):
+        self.mode, self.keys = mode, keys
+        self.num_blocks = int(sum(shard_sizes))
+        if mode == "blocks":
+            self._f = Feistel(self.num_blocks, round_keys(*keys))
+        elif mode == "shards":
+            self._shards(window, shard_sizes)
+
+    def _shards(self, window: int, shard_sizes: tuple[int, ...]) -> None:
+        sizes = np.asarray(shard_sizes, np.int64)
+        rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([*self.keys, 1])))
+        order = rng.permutation(sizes.size)  # O(shards), never O(blocks)
+        self._shard_start = np.concatenate([[0], np.cumsum(sizes)])[:-1]
+        self._order = order
+        self._rank = np.argsort(order)  # where each shard sits in the pass
+        self._pos_start = np.concatenate([[0], np.cumsum(sizes[order])])  # pass position of shard
+        self._win_start = self._pos_start[np.arange(0, order.size, window)]
+        self._win_size = np.diff(np.append(self._win_start, self.num_blocks))
+
+    def _window_feistel(self, w: int) -> Feistel:
+        return Feistel(int(self._win_size[w]), round_keys(*self.keys, 2, w))
+
+    def _in_windows(self, x: np.ndarray, inverse: bool) -> np.ndarray:
+        win = np.searchsorted(self._win_start, x, side="right") - 1
+        out = np.empty_like(x)
+        for w in np.unique(win):
+            sel = win == w
+            f = self._window_feistel(int(w))
+            inner = x[sel] - self._win_start[w]
+            out[sel] = (f.inverse(inner) if inverse else f.forward(inner)) + self._win_start[w]
+        return out
+
+    def forward(self, pos: np.ndarray) -> np.ndarray:
+        pos = np.asarray(pos, np.int64)
+        if self.mode == "none":
+            return pos.copy()
+        if self.mode == "blocks":
+            return self._f.forward(pos)
+        shuffled = self._in_windows(pos, inverse=False)  # a position in shuffled-shard order
+        k = np.searchsorted(self._pos_start, shuffled, side="right") - 1
+        return self._shard_start[self._order[k]] + (shuffled - self._pos_start[k])
+
+    def inverse(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block, np.int64)
+        if self.mode == "none":
+            return block.copy()
+        if self.mode == "blocks":
+            return self._f.inverse(block)
+        shard = np.searchsorted(self._shard_start, block, side="right") - 1
+        rank = self._rank[shard]
+        shuffled = self._pos_start[rank] + (block - self._shard_start[shard])
+        return self._in_windows(shuffled, inverse=True)
+
+
+def name_key(name: str) -> int:
+    """A source's permutation key: its name, so adding or removing a source reorders no other."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+
+
+@lru_cache(maxsize=64)
+def pass_order(
+    mode: str, window: int, seed: int, source_key: int, p: int, shard_sizes: tuple[int, ...]
+) -> PassOrder:
+    return PassOrder(mode, window, (seed, source_key, p), shard_sizes)

@@ -7,10 +7,10 @@ import os
 from rich.console import Console
 from rich.markup import escape
 
-from mixer.errors import StateError
 from mixer.artifacts.manifest import Manifest
-from mixer.plan import Plan
 from mixer.artifacts.shards import fetch
+from mixer.errors import StateError
+from mixer.plan import Plan
 from mixer.serve.cache import SplitStore, cache_root
 
 

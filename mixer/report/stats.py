@@ -8,8 +8,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from mixer.errors import StateError
 from mixer.artifacts.manifest import Manifest
+from mixer.errors import StateError
 from mixer.plan import Plan
 
 REPEAT_WARNING = 4  # epochs beyond which repeating a source is risky

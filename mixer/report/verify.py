@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.errors import MixerError, OutputError
 from mixer.artifacts.manifest import SPLITS, Manifest
 from mixer.artifacts.shards import read_shard_file
-from mixer.build.tokenizer import sha256_file
+from mixer.errors import MixerError, OutputError
+from mixer.identity import sha256_file
 
 
 def check_files(manifest: Manifest) -> None:

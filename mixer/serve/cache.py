@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.errors import OutputError
 from mixer.artifacts.manifest import FILENAME as MANIFEST_FILE
 from mixer.artifacts.manifest import Manifest
-from mixer.build.pack import positions
 from mixer.artifacts.planfile import FILENAME as PLAN_FILE
-from mixer.artifacts.shards import Block, fetch, is_remote, local_path, read_shard_file
-from mixer.build.tokenizer import sha256_file
+from mixer.artifacts.shards import Block, fetch, is_remote, local_path, positions, read_shard_file
+from mixer.errors import OutputError
+from mixer.identity import sha256_file
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mixer.errors import StateError
 from mixer.artifacts.planfile import load_plan, val_plan
+from mixer.errors import StateError
 from mixer.serve.cache import SplitStore, cache_root, open_build
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step

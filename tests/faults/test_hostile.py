@@ -15,10 +15,12 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mixer.errors import RecipeError
 from mixer.artifacts.manifest import Manifest
+from mixer.build.lines import CONTINUES
+from mixer.build.readers import REASONS, read_unit
+from mixer.build.units import plan_units
+from mixer.errors import RecipeError
 from mixer.recipe import load_recipe, parse_recipe
-from mixer.build.readers import CONTINUES, REASONS, plan_units, read_unit
 from tests.helpers import TOKENIZER
 
 

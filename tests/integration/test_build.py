@@ -113,8 +113,9 @@ def test_documents_round_trip_and_starts_mark_them(cli, write_recipe, tmp_path):
     got = documents(out, "web")
     expected = []
     for f in sorted((tmp_path / "web").iterdir()):
+        from mixer.build.readers import read_unit
+        from mixer.build.units import plan_units
         from mixer.recipe import parse_recipe
-        from mixer.build.readers import plan_units, read_unit
 
         spec = parse_recipe(
             {

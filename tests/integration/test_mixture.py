@@ -13,10 +13,9 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from mixer import StreamingMixture
-from mixer.errors import StateError
 from mixer.artifacts.manifest import Manifest
-from mixer.build.pack import positions
-from mixer.artifacts.shards import read_shard_file
+from mixer.artifacts.shards import positions, read_shard_file
+from mixer.errors import StateError
 from tests.helpers import build_demo
 
 

@@ -23,9 +23,9 @@ def three_sources(root, **top) -> dict:
 @pytest.fixture
 def forbid(monkeypatch):
     """forbid("tokenize", "hash", "shards"): make those raise, to prove they do not happen."""
+    import mixer.artifacts.shards
     import mixer.build
     import mixer.build.reuse
-    import mixer.artifacts.shards
 
     def boom(what):
         def f(*a, **k):
@@ -45,7 +45,8 @@ def forbid(monkeypatch):
                 lambda p: real(p) if str(p) == str(TOKENIZER) else boom("read an input")(),
             )
         if "shards" in what:
-            monkeypatch.setattr(mixer.artifacts.shards.ShardReader, "__init__", boom("read a shard"))
+            reader = mixer.artifacts.shards.ShardReader
+            monkeypatch.setattr(reader, "__init__", boom("read a shard"))
             monkeypatch.setattr(mixer.build, "merge_source", boom("pack a source"))
 
     return apply

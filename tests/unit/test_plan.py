@@ -12,8 +12,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mixer.errors import PlanError
-from mixer.plan.passes import Feistel, round_keys
 from mixer.plan import Slicing, allocate, largest_total_without_repeats, make_plan
+from mixer.plan.passes import Feistel, round_keys
 
 weights_st = st.lists(st.floats(0.001, 10, allow_nan=False), min_size=1, max_size=6)
 

@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from mixer import sources
+from mixer.build import units
+from mixer.build.readers import read_unit
+from mixer.build.units import plan_units
 from mixer.recipe import parse_recipe
-from mixer.build.readers import plan_units, read_unit
 
 DOCS = ["In the beginning", "God created the heaven", "并且大地", "and the earth.\nSecond line"]
 
@@ -165,7 +166,7 @@ def test_large_files_split_into_ranges_read_the_same(tmp_path, monkeypatch):
     (tmp_path / "d.txt").write_text("\n".join(docs) + "\n")
     whole_json = _texts(_spec(tmp_path, "d.jsonl"))
     whole_txt = _texts(_spec(tmp_path, "d.txt", txt_mode="line"))
-    monkeypatch.setattr(sources, "RANGE_BYTES", 997)  # cuts fall mid-line
+    monkeypatch.setattr(units, "RANGE_BYTES", 997)  # cuts fall mid-line
     spec = _spec(tmp_path, "d.jsonl")
     assert len(plan_units(spec)) > 40
     assert _texts(spec) == whole_json == docs
@@ -176,7 +177,7 @@ def test_line_numbers_in_later_ranges_are_global(tmp_path, monkeypatch):
     lines = [json.dumps({"text": f"doc {i}"}) for i in range(500)]
     lines[377] = "{oops"
     (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
-    monkeypatch.setattr(sources, "RANGE_BYTES", 1000)
+    monkeypatch.setattr(units, "RANGE_BYTES", 1000)
     got = [loc for _, r, loc in _read(_spec(tmp_path, "d.jsonl")) if r]
     assert got == [f"{tmp_path}/d.jsonl:378"]
 

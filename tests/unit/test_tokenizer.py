@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mixer.build.tokenizer import PATTERNS, SPECIALS, Encoder, load_tokenizer, read_tiktoken_ranks
 from mixer.errors import TokenizerError
 from mixer.recipe import TokenizerSpec
-from mixer.build.tokenizer import PATTERNS, SPECIALS, Encoder, load_tokenizer, read_tiktoken_ranks
 from tests.helpers import DATA, TOKENIZER, qwen_tiktoken_file
 
 SAMPLE = [

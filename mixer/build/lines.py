@@ -1,0 +1,89 @@
+"""Low-level reading shared by the readers: lines of a (compressed) file in bounded memory,
+and the checks every document's text passes."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from collections.abc import Iterator
+
+from mixer.build.units import Unit
+from mixer.errors import InputError
+from mixer.recipe import file_kind
+
+Item = tuple[int, "str | None", "str | None"]  # (where, text, reason)
+CONTINUES = "+"  # the reason of a piece of a document whose next piece follows
+PIECE_CHARS = 1 << 20  # long documents are read and tokenized in pieces of about this size
+
+
+class Unreadable(Exception):
+    def __init__(self, where: int):
+        self.where = where
+
+
+def open_binary(path: str):
+    kind = file_kind(path)
+    if kind == ".jsonl.gz":
+        return gzip.open(path, "rb")
+    if kind == ".jsonl.zst":
+        import zstandard
+
+        raw = open(path, "rb")  # noqa: SIM115 (closed with the wrapper)
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return open(path, "rb")  # noqa: SIM115
+
+
+def read_lines(unit: Unit, limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number within the unit, raw line) for the lines that start inside the unit; a line
+    longer than ``limit`` bytes comes as None, read through in bounded memory."""
+    n = 0
+    try:
+        with open_binary(unit.path) as f:
+            if unit.start > 0:
+                f.seek(unit.start - 1)
+                if f.read(1) != b"\n":
+                    skip_line(f)  # that line belongs to the previous unit
+            pos, stop = (f.tell() if unit.start > 0 else 0), unit.stop
+            while not 0 <= stop <= pos:
+                line = f.readline(limit + 1)
+                if not line:
+                    break
+                n += 1
+                pos += len(line)
+                if len(line) > limit and not line.endswith(b"\n"):
+                    pos += skip_line(f)
+                    yield n, None
+                    continue
+                if n == 1 and unit.start == 0 and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]  # a UTF-8 byte order mark
+                yield n, line
+    except stream_errors() as e:  # truncated or corrupt .gz / .zst
+        if isinstance(e, FileNotFoundError):
+            raise InputError(f"{unit.path}: the input file disappeared during the build") from None
+        raise Unreadable(n + 1) from None
+
+
+def skip_line(f) -> int:
+    """Read to the end of the current line, 1 MiB at a time; the bytes read."""
+    skipped = 0
+    while chunk := f.readline(1 << 20):
+        skipped += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return skipped
+
+
+def stream_errors() -> tuple[type[Exception], ...]:
+    import zstandard
+
+    return (OSError, EOFError, ValueError, zstandard.ZstdError)
+
+
+def check_text(text: str, limit: int | None = None) -> tuple[str | None, str | None]:
+    if limit is not None and len(text) > limit:
+        return None, "too_long"
+    if not text or text.isspace():
+        return None, "empty"
+    if "\x00" in text:
+        return None, "binary"
+    return text, None

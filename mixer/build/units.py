@@ -1,0 +1,154 @@
+"""Work units: how a source's input is cut into independent pieces of work.
+
+A work unit is a whole file, a byte range of a large uncompressed line-based file, a parquet row
+group, or a Hugging Face dataset shard (streaming) or row range. Units depend on the input only,
+never on the number of workers, so any executor produces the same documents in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mixer.errors import RecipeError
+from mixer.recipe import SourceSpec, file_kind
+
+RANGE_BYTES = 32 << 20  # uncompressed .jsonl / line-mode .txt files are split every 32 MiB
+HF_ROWS = 50_000  # rows per unit of a non-streaming Hugging Face dataset
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unit:
+    source: str
+    index: int  # position in the source's unit order
+    kind: str  # "file", "range", "rowgroup", "hf-shard", "hf-rows"
+    path: str = ""  # the file, or the dataset's path for hf units
+    start: int = 0  # byte offset, row group, shard index or first row
+    stop: int = -1  # byte or row end (exclusive); -1: to the end
+    size: int = 0  # bytes (files) or rows (hf) this unit covers, for progress
+
+    def locate(self, where: int) -> str:
+        """A human location for the ``where`` a reader yielded."""
+        if self.kind in ("file", "range"):
+            return f"{self.path}:{where + self._lines_before()}"
+        if self.kind == "rowgroup":
+            return f"{self.path} row group {self.start} row {where}"
+        if self.kind == "hf-shard":
+            return f"hf:{self.path} shard {self.start} row {where}"
+        return f"hf:{self.path} row {self.start + where}"
+
+    def _lines_before(self) -> int:
+        """Lines of the file before this unit's first line (only computed for reports)."""
+        if self.kind != "range" or self.start == 0:
+            return 0
+        count = 0
+        with open(self.path, "rb") as f:
+            remaining = self.start
+            while remaining > 0:
+                chunk = f.read(min(remaining, 1 << 24))
+                count += chunk.count(b"\n")
+                remaining -= len(chunk)
+            f.seek(self.start - 1)
+            ends_line = f.read(1) == b"\n"
+        return count if ends_line else count + 1
+
+
+def plan_units(spec: SourceSpec) -> list[Unit]:
+    """The source's work units in reading order."""
+    if spec.hf is not None:
+        return _hf_units(spec)
+    units: list[Unit] = []
+    for path in spec.files:
+        kind = file_kind(path)
+        size = Path(path).stat().st_size
+        splittable = kind == ".jsonl" or (kind == ".txt" and spec.txt_mode == "line")
+        if kind == ".parquet":
+            groups = _row_groups(path)
+            if groups:
+                units += [
+                    Unit(
+                        source=spec.name,
+                        index=0,
+                        kind="rowgroup",
+                        path=path,
+                        start=g,
+                        size=size // groups,
+                    )
+                    for g in range(groups)
+                ]
+                continue
+        if splittable and size > RANGE_BYTES:
+            units += [
+                Unit(
+                    source=spec.name,
+                    index=0,
+                    kind="range",
+                    path=path,
+                    start=a,
+                    stop=min(a + RANGE_BYTES, size),
+                    size=min(RANGE_BYTES, size - a),
+                )
+                for a in range(0, size, RANGE_BYTES)
+            ]
+        else:
+            units.append(Unit(source=spec.name, index=0, kind="file", path=path, size=size))
+    return [Unit(**{**u.__dict__, "index": i}) for i, u in enumerate(units)]
+
+
+def _row_groups(path: str) -> int:
+    """Row groups of a parquet file; 0 if its footer cannot be read (the reader reports it)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).num_row_groups
+    except Exception:  # noqa: BLE001 (pyarrow raises several types for a broken file)
+        return 0
+
+
+def load_hf(spec: SourceSpec):
+    """The source's Hugging Face dataset (streaming or not), or a one-line RecipeError."""
+    import datasets
+
+    hf = spec.hf
+    try:
+        return datasets.load_dataset(
+            hf.path,
+            hf.name,
+            split=hf.split,
+            data_files=hf.data_files,
+            revision=hf.revision,
+            streaming=hf.streaming,
+        )
+    except Exception as e:  # hub, network, builder and file errors all mean "cannot load"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RecipeError(
+            f"sources.{spec.name}.hf: cannot load dataset {hf.path!r}: {first}"
+        ) from None
+
+
+def _hf_units(spec: SourceSpec) -> list[Unit]:
+    ds = load_hf(spec)
+    columns = ds.column_names
+    if columns is not None and spec.text_field not in columns:
+        raise RecipeError(
+            f"sources.{spec.name}.text_field: {spec.text_field!r} is not a column of"
+            f" {spec.hf.path!r} (columns: {', '.join(columns)})"
+        )
+    if spec.hf.streaming:
+        return [
+            Unit(source=spec.name, index=i, kind="hf-shard", path=spec.hf.path, start=i, size=1)
+            for i in range(ds.num_shards)
+        ]
+    rows = len(ds)
+    return [
+        Unit(
+            source=spec.name,
+            index=i,
+            kind="hf-rows",
+            path=spec.hf.path,
+            start=a,
+            stop=min(a + HF_ROWS, rows),
+            size=min(HF_ROWS, rows - a),
+        )
+        for i, a in enumerate(range(0, rows, HF_ROWS))
+    ]

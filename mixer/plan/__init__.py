@@ -1,0 +1,26 @@
+"""Pure index math of a mixture: allocation, even interleave, passes, permutations, slicing.
+
+Imports neither torch nor streaming (a test checks it): everything here is arithmetic on block
+counts, weights, the total and the seed.
+
+- `allocate`: largest-remainder split of N samples by weight; the largest N without repeats.
+- `interleave`: the even interleave and its prefix bound; counts at any prefix, exactly.
+- `passes`: keyed Feistel permutations of a source's blocks, pass by pass, shard-aware.
+- `core`: `Plan` (a frozen record of it all: ``counts_at``, ``locate``, ``block_ids``) and
+  `make_plan`.
+- `slicing`: which global samples a rank and a DataLoader worker serve.
+"""
+
+from mixer.plan.allocate import allocate, largest_total_without_repeats
+from mixer.plan.core import FORMAT, Plan, SourcePlan, make_plan
+from mixer.plan.slicing import Slicing
+
+__all__ = [
+    "FORMAT",
+    "Plan",
+    "SourcePlan",
+    "Slicing",
+    "allocate",
+    "largest_total_without_repeats",
+    "make_plan",
+]
