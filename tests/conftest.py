@@ -11,6 +11,23 @@ from click.testing import CliRunner
 from tests import helpers  # noqa: F401 (sets the offline HF environment first)
 
 
+_FOLDER_MARKS = {
+    "unit": "unit",
+    "integration": "integration",
+    "distributed": "distributed",
+    "faults": "faults",
+    "integrations": "integrations",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test carries its folder's marker, so `-m` selects by kind."""
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in _FOLDER_MARKS:
+            item.add_marker(getattr(pytest.mark, _FOLDER_MARKS[folder]))
+
+
 @pytest.fixture
 def write_recipe(tmp_path):
     """write_recipe(dict, name="recipe.yaml") -> path of the YAML file in tmp_path."""
