@@ -18,8 +18,8 @@ import yaml
 from mixer.errors import RecipeError
 
 _MISSING = object()
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.I)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+# a size: digits, then B, or K/M/G/T with an optional i (binary) and B: 64MiB, 500MB, 1g
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?|b)?\s*$", re.I)
 
 
 class Keys:
@@ -115,17 +115,15 @@ class Keys:
         if isinstance(value, int) and not isinstance(value, bool):
             n = value
         elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
-            unit = m.group(2).lower()
-            scale = 1024 ** " kmgt".index(unit[0]) if "i" in unit else _UNITS[unit[:1]]
-            n = int(float(m.group(1)) * scale)
+            prefix, binary = (m.group(2) or "").lower(), bool(m.group(3))
+            power = " kmgt".index(prefix) if prefix else 0
+            n = int(float(m.group(1)) * (1024 if binary else 1000) ** power)
         else:
-            raise RecipeError(
-                f"{self.origin}: {self.path(key)}: expected a size such as 64MiB, got {value!r}"
+            raise self.error(
+                f"expected a size such as 64MiB, 500MB or 65536, got {value!r}", key=key
             )
         if not 1 << 10 <= n < 1 << 32:
-            raise RecipeError(
-                f"{self.origin}: {self.path(key)}: must be between 1KiB and 4GiB, got {value!r}"
-            )
+            raise self.error(f"must be between 1KiB and 4GiB, got {value!r}", key=key)
         return n
 
 

@@ -75,6 +75,8 @@ def build(
     address: str | None,
 ) -> None:
     """Build RECIPE into tokenized, packed MDS shards with a manifest."""
+    if address and engine != "ray":
+        raise click.UsageError("--address is the Ray cluster's: give it with --engine ray")
     from mixer.build import build as run_build
     from mixer.recipe import load_recipe
 
@@ -150,15 +152,14 @@ def stats(
     plot_path: str | None,
 ) -> None:
     """Show what the build in OUTPUT holds and what its plan will serve."""
-    from mixer.errors import StateError
     from mixer.report.stats import render_table, summarize
     from mixer.report.verify import check_files
 
     if at_step is not None:
         if batch_size is None:
-            raise StateError("--at-step needs --batch-size (and --world-size if W > 1)")
+            raise click.UsageError("--at-step needs --batch-size (and --world-size if W > 1)")
         if at_sample is not None:
-            raise StateError("give --at-sample or --at-step, not both")
+            raise click.UsageError("give --at-sample or --at-step, not both")
         at_sample = at_step * batch_size * world_size
     manifest, plan = _open(output)
     check_files(manifest)
@@ -190,11 +191,10 @@ def stats(
 @_friendly
 def inspect(output: str, source: str | None, split: str, index: int, sample: int | None) -> None:
     """Decode a block of OUTPUT back to text, document boundaries marked."""
-    from mixer.errors import StateError
     from mixer.report.inspect import describe_block, describe_sample, render
 
     if (source is None) == (sample is None):
-        raise StateError("give --source NAME (with --index, --split) or --sample N")
+        raise click.UsageError("give --source NAME (with --index, --split) or --sample N")
     manifest, plan = _open(output)
     if sample is not None:
         info = describe_sample(manifest, plan, sample)

@@ -33,4 +33,10 @@ class PlanError(MixerError):
 
 
 class StateError(MixerError):
-    """A resume state or a rank/world-size/batch-size setting does not fit the plan."""
+    """A resume state does not fit the plan (another plan, beyond its end, taken mid-batch)."""
+
+
+class UsageError(MixerError, ValueError):
+    """A call's argument is invalid: a split, a rank not below the world size, a batch size,
+    an index outside the plan. (The CLI reports its own option mistakes as click usage
+    errors.)"""

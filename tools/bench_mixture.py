@@ -236,10 +236,8 @@ def _peer_share(out: Path, samples: list) -> float:
 
     m = Manifest.load(out)
     replay = set()
-    for shard in m.split("replay")["shards"]:
-        r = read_shard_file(
-            m.split_dir("replay", "train") / shard["file"], seq_len=SEQ, dtype=m.dtype
-        )
+    for shard in m.split("replay").shards:
+        r = read_shard_file(m.split_dir("replay", "train") / shard.file, seq_len=SEQ, dtype=m.dtype)
         replay |= {r.block(i).input_ids.tobytes() for i in range(len(r))}
     return sum(np.asarray(x["input_ids"]).tobytes() in replay for x in samples) / len(samples)
 

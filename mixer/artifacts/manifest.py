@@ -1,37 +1,145 @@
-"""manifest.json: what a build wrote, exactly; its canonical fingerprint; loading with checks."""
+"""manifest.json: what a build wrote, exactly, as typed records; its fingerprint; loading.
+
+The manifest is the one record of a build: the recipe as resolved, the tokenizer's identity,
+and per source and split the documents, tokens, blocks and shards (with their sha256). Its
+``fingerprint`` is the digest of its canonical JSON without the creation time, so the same
+inputs and recipe give the same fingerprint; ``to_dict()`` reproduces the JSON mixer wrote,
+key for key (tests/integration/test_golden.py).
+"""
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mixer.errors import OutputError
+from mixer.identity import digest
+from mixer.typed import FieldError, from_json, to_json
 
-FORMAT = 1
+FORMAT = 1  # the manifest's layout
+#: The bytes a build writes for given inputs and recipe (tokenizing, packing, shards). Part of
+#: every source's reuse key: bump it when a change writes other bytes, never for a release that
+#: writes the same ones (which would re-tokenize every source for nothing).
+BLOCKS_FORMAT = 1
 FILENAME = "manifest.json"
 SPLITS = ("train", "val")
 _VOLATILE = ("created", "fingerprint")  # not part of the fingerprint
 
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+@dataclass(frozen=True, kw_only=True)
+class ShardRecord:
+    file: str  # the MDS shard's file name in its split's folder
+    samples: int  # blocks in the shard
+    bytes: int  # size of the (compressed) file
+    raw_bytes: int  # size once decompressed
+    sha256: str
 
 
-def fingerprint(data: dict) -> str:
-    """sha256 of the canonical JSON of ``data`` without its volatile keys (timestamps)."""
-    stable = {k: v for k, v in data.items() if k not in _VOLATILE}
-    return hashlib.sha256(canonical_json(stable).encode()).hexdigest()
+@dataclass(frozen=True, kw_only=True)
+class SplitRecord:
+    documents: int
+    tokens: int  # all packed tokens, the dropped tail included
+    blocks: int
+    dropped_tokens: int
+    padding_tokens: int
+    shards: tuple[ShardRecord, ...]
+    doc_length_log2_hist: tuple[int, ...]  # bin k counts lengths in [2^k, 2^(k+1))
+    skipped: dict[str, int]
 
 
+@dataclass(frozen=True, kw_only=True)
+class InputFile:
+    path: str
+    bytes: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inputs:
+    units: int
+    files: tuple[InputFile, ...] | None = None  # a source read from files ...
+    hf: dict[str, Any] | None = None  # ... or from a Hugging Face dataset
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationRecord:
+    docs: int | None
+    fraction: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceRecord:
+    weight: float
+    key: str  # what the blocks depend on (mixer.build.reuse.source_key)
+    inputs: Inputs
+    validation: ValidationRecord
+    skipped: dict[str, int]  # reason -> documents skipped
+    skipped_examples: tuple[tuple[str, str], ...]  # (reason, location), the first few
+    train: SplitRecord
+    val: SplitRecord
+
+    def split(self, name: str) -> SplitRecord:
+        return self.train if name == "train" else self.val
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerRecord:
+    kind: str  # "path", "hf" or "tiktoken"
+    name: str
+    file: str
+    file_sha256: str | None
+    fingerprint: str  # digest of the tokenizer's canonical JSON: equal ids <=> equal fingerprint
+    vocab_size: int
+    bos: bool
+    eos: bool
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int
+    dtype: str  # "uint16" when every id fits, else "uint32"
+    identity: dict[str, Any]  # what determines the ids, known before loading the tokenizer
+    files: dict[str, str]  # tokenizer/ files of the output -> sha256
+
+
+@dataclass(frozen=True, kw_only=True)
 class Manifest:
-    """A loaded manifest: the dict as written, plus typed accessors."""
+    format: int
+    mixer_version: str
+    created: str
+    name: str
+    seed: int
+    seq_len: int
+    packing: str
+    remainder: str
+    recipe: dict[str, Any]  # the recipe as resolved (Recipe.to_dict())
+    tokenizer: TokenizerRecord
+    sources: dict[str, SourceRecord]
+    fingerprint: str = ""
+    # where it was read from (not part of the JSON): the folder holding manifest.json, and
+    # where the shards are: that folder, or the remote URL it was fetched from
+    root: Path = field(default=Path("."), compare=False, metadata={"runtime": True})
+    location: str = field(default="", compare=False, metadata={"runtime": True})
 
-    def __init__(self, data: dict, root: Path):
-        self.data, self.root = data, Path(root)
-        self.location = str(root)  # where the shards are: this folder, or a remote URL
+    # -- identity and files ---------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return to_json(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, root: str | os.PathLike = ".") -> Manifest:
+        """Typed and checked; FieldError names the first field that does not fit."""
+        m = from_json(cls, data, "manifest")
+        return dataclasses.replace(m, root=Path(root), location=str(root))
+
+    def computed_fingerprint(self) -> str:
+        return digest({k: v for k, v in self.to_dict().items() if k not in _VOLATILE})
+
+    def sealed(self) -> Manifest:
+        """This manifest with its fingerprint computed (before it is saved)."""
+        return dataclasses.replace(self, fingerprint=self.computed_fingerprint())
 
     @classmethod
     def load(cls, out_dir: str | os.PathLike) -> Manifest:
@@ -47,42 +155,44 @@ class Manifest:
             ) from None
         except (OSError, ValueError) as e:
             raise OutputError(f"{path}: unreadable manifest ({e})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
+        fmt = data.get("format") if isinstance(data, dict) else None
+        if fmt != FORMAT:
+            newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT
             raise OutputError(
-                f"{path}: manifest format {data.get('format') if isinstance(data, dict) else '?'}"
-                f" is not {FORMAT}; rebuild with this version of mixer"
+                f"{path}: manifest format {fmt!r} is not {FORMAT}; "
+                + ("upgrade mixer to read it" if newer else "rebuild with this version of mixer")
             )
-        if data.get("fingerprint") != fingerprint(data):
+        try:
+            manifest = cls.from_dict(data, root)
+        except FieldError as e:
+            raise OutputError(f"{path}: not a manifest this mixer can read: {e}") from None
+        if manifest.fingerprint != manifest.computed_fingerprint():
             raise OutputError(f"{path}: manifest was altered (fingerprint mismatch); rebuild")
-        return cls(data, root)
+        return manifest
 
     def save(self) -> None:
-        self.data["fingerprint"] = fingerprint(self.data)
-        write_atomic(self.root / FILENAME, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+        """Write manifest.json into ``root`` (atomically); the fingerprint must be sealed."""
+        assert self.fingerprint == self.computed_fingerprint()
+        write_atomic(
+            self.root / FILENAME, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        )
 
-    @property
-    def fingerprint(self) -> str:
-        return self.data["fingerprint"]
-
-    @property
-    def seq_len(self) -> int:
-        return self.data["seq_len"]
-
+    # -- accessors ------------------------------------------------------------------------
     @property
     def dtype(self) -> str:
-        return self.data["tokenizer"]["dtype"]
+        return self.tokenizer.dtype
 
     @property
     def source_names(self) -> list[str]:
-        return list(self.data["sources"])
+        return list(self.sources)
 
-    def split(self, source: str, split: str = "train") -> dict:
-        if source not in self.data["sources"]:
-            known = ", ".join(self.data["sources"])
+    def split(self, source: str, split: str = "train") -> SplitRecord:
+        if source not in self.sources:
+            known = ", ".join(self.sources)
             raise OutputError(f"{self.root}: no source {source!r} (sources: {known})")
         if split not in SPLITS:
             raise OutputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        return self.data["sources"][source][split]
+        return self.sources[source].split(split)
 
     def split_dir(self, source: str, split: str) -> Path:
         return self.root / "sources" / source / split

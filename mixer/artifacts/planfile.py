@@ -7,22 +7,23 @@ from pathlib import Path
 
 from mixer.artifacts.manifest import Manifest, write_atomic
 from mixer.errors import OutputError
-from mixer.plan import Plan, make_plan
+from mixer.plan import FORMAT, Plan, make_plan
+from mixer.typed import FieldError
 
 FILENAME = "plan.json"
 
 
 def _sources(manifest: Manifest, split: str) -> dict:
     names = [
-        n for n in manifest.source_names if split == "train" or manifest.split(n, split)["blocks"]
+        n for n in manifest.source_names if split == "train" or manifest.split(n, split).blocks
     ]
     recs = {n: manifest.split(n, split) for n in names}
     return {
         "names": names,
-        "weights": [manifest.data["sources"][n]["weight"] for n in names],
-        "blocks": [recs[n]["blocks"] for n in names],
-        "shard_sizes": [tuple(s["samples"] for s in recs[n]["shards"]) for n in names],
-        "padding": [recs[n]["padding_tokens"] for n in names],
+        "weights": [manifest.sources[n].weight for n in names],
+        "blocks": [recs[n].blocks for n in names],
+        "shard_sizes": [tuple(s.samples for s in recs[n].shards) for n in names],
+        "padding": [recs[n].padding_tokens for n in names],
     }
 
 
@@ -34,7 +35,7 @@ def train_plan(manifest: Manifest, mixture: dict) -> Plan:
     return make_plan(
         manifest=manifest.fingerprint,
         split="train",
-        seed=manifest.data["seed"],
+        seed=manifest.seed,
         seq_len=manifest.seq_len,
         total=total,
         max_epochs=mixture.get("max_epochs"),
@@ -55,7 +56,7 @@ def val_plan(manifest: Manifest) -> Plan:
     return make_plan(
         manifest=manifest.fingerprint,
         split="val",
-        seed=manifest.data["seed"],
+        seed=manifest.seed,
         seq_len=manifest.seq_len,
         total=sum(src["blocks"]),
         shuffle="none",
@@ -76,7 +77,17 @@ def load_plan(manifest: Manifest) -> Plan:
         raise OutputError(f"{manifest.root}: not a complete mixer build (no {FILENAME})") from None
     except (OSError, ValueError) as e:
         raise OutputError(f"{path}: unreadable plan ({e})") from None
-    plan = Plan.from_dict(data)
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt != FORMAT:
+        newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT
+        raise OutputError(
+            f"{path}: plan format {fmt!r} is not {FORMAT}; "
+            + ("upgrade mixer to read it" if newer else "rebuild with this version of mixer")
+        )
+    try:
+        plan = Plan.from_dict(data)
+    except FieldError as e:
+        raise OutputError(f"{path}: not a plan this mixer can read: {e}; rebuild") from None
     if data.get("fingerprint") != plan.fingerprint:
         raise OutputError(f"{path}: plan was altered (fingerprint mismatch); rebuild")
     if plan.manifest != manifest.fingerprint:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer.artifacts.manifest import ShardRecord
 from mixer.errors import OutputError
 from mixer.identity import sha256_file
 
@@ -48,23 +49,20 @@ class ShardWriter:
             self._w.write({"input_ids": block, "starts": starts.tobytes()})
         self.num_blocks += len(packed.blocks)
 
-    def finish(self) -> list[dict]:
+    def finish(self) -> tuple[ShardRecord, ...]:
         """Close the writer; the shard records for the manifest (relative file names)."""
         self._w.finish()
         index = json.loads((self.out_dir / "index.json").read_text())
-        records = []
-        for shard in index["shards"]:
-            name = shard["zip_data"]["basename"]
-            records.append(
-                {
-                    "file": name,
-                    "samples": shard["samples"],
-                    "bytes": shard["zip_data"]["bytes"],
-                    "raw_bytes": shard["raw_data"]["bytes"],
-                    "sha256": sha256_file(self.out_dir / name),
-                }
+        return tuple(
+            ShardRecord(
+                file=shard["zip_data"]["basename"],
+                samples=shard["samples"],
+                bytes=shard["zip_data"]["bytes"],
+                raw_bytes=shard["raw_data"]["bytes"],
+                sha256=sha256_file(self.out_dir / shard["zip_data"]["basename"]),
             )
-        return records
+            for shard in index["shards"]
+        )
 
 
 def is_remote(root: str) -> bool:

@@ -11,10 +11,9 @@ rename. Results are merged in unit order, so the bytes written do not depend on 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import hashlib
 import importlib
-import json
 import shutil
 import threading
 import time
@@ -23,8 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mixer import __version__
-from mixer.artifacts.manifest import Manifest
+from mixer.artifacts.manifest import BLOCKS_FORMAT, Inputs, Manifest, SourceRecord
 from mixer.artifacts.planfile import save_plan, train_plan
 from mixer.build import reuse
 from mixer.build import tiktoken_fast as backend
@@ -39,6 +37,7 @@ from mixer.build.tokenizer import Encoder, TokenizerInfo, load_tokenizer
 from mixer.build.units import Unit, plan_units
 from mixer.build.worker import UnitResult, load_record, run_unit
 from mixer.errors import MixerError, RecipeError, TokenizerError
+from mixer.identity import digest
 from mixer.recipe import Recipe, SourceSpec
 
 
@@ -96,7 +95,7 @@ def build(
     decisions = _decide(recipe, reuse.previous(Path(recipe.output)), ident)
     todo = [s for s in recipe.sources if decisions[s.name].linked is None]
     tok = None
-    if todo or any(m.data["tokenizer"].get("identity") != ident for m, _ in _linked(decisions)):
+    if todo or any(m.tokenizer.identity != ident for m, _ in _linked(decisions)):
         tok = load_tokenizer(recipe.tokenizer)
     for s in recipe.sources:
         if s.reuse:
@@ -163,7 +162,8 @@ def _tok_summary(tok: TokenizerInfo | None, decisions: dict[str, reuse.Decision]
             "bos_id": tok.bos_id,
             "eos_id": tok.eos_id,
         }
-    return _linked(decisions)[0][0].data["tokenizer"]
+    t = _linked(decisions)[0][0].tokenizer
+    return {"fingerprint": t.fingerprint, "dtype": t.dtype, "bos_id": t.bos_id, "eos_id": t.eos_id}
 
 
 def _totals(units: dict[str, list[Unit]]) -> dict[str, int]:
@@ -186,7 +186,7 @@ def _build_into(
     """The whole build inside ``work``: (manifest, units reused, units in all)."""
     for stale in ("sources", "tokenizer"):  # from a merge an earlier run did not finish
         shutil.rmtree(work / stale, ignore_errors=True)
-    hashes = {f["path"]: f["sha256"] for d in decisions.values() for f in d.inputs or []}
+    hashes = {f.path: f.sha256 for d in decisions.values() for f in d.inputs or []}
     results, reused = _tokenize(
         work, recipe, tok, units, hashes, workers, strict, bar, encoder, *engine
     )
@@ -196,17 +196,16 @@ def _build_into(
         if d.linked is None:
             got = [results[s.name, u.index] for u in units[s.name]]
             rec = merge_source(recipe, s, units[s.name], got, tok.dtype, tok.pad_id, work)
-            inputs = {"hf": dict(s.hf.__dict__)} if s.hf else {"files": d.inputs}
-            records[s.name] = {
-                "weight": s.weight,
-                "key": d.key,
-                "inputs": {**inputs, "units": len(units[s.name])},
-                **rec,
-            }
+            inputs = Inputs(
+                units=len(units[s.name]),
+                hf=dict(s.hf.__dict__) if s.hf else None,
+                files=None if s.hf else tuple(d.inputs),
+            )
+            records[s.name] = SourceRecord(weight=s.weight, key=d.key, inputs=inputs, **rec)
         else:
             src, name = d.linked
             reuse.link_source(src, name, work, s.name)
-            records[s.name] = {**src.data["sources"][name], "weight": s.weight}
+            records[s.name] = dataclasses.replace(src.sources[name], weight=s.weight)
     shutil.rmtree(work / "units", ignore_errors=True)
     manifest = write_manifest(recipe, tok, ident, decisions, records, work)
     save_plan(train_plan(manifest, recipe.to_dict()["mixture"]), work)
@@ -298,6 +297,6 @@ def _unit_key(
         "validation": [bool(spec.validation.active), spec.validation.docs or 0],
         "tokenizer": [tok.fingerprint, tok.bos_id, tok.eos_id, tok.dtype],
         "strict": strict,
-        "mixer": __version__,
+        "blocks_format": BLOCKS_FORMAT,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return digest(parts)

@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 _STATE: dict[str, Any] = {}  # per-process worker state set by the initializer
+_PARALLELISM = "TOKENIZERS_PARALLELISM"
 
 
 def default_workers() -> int:
@@ -29,7 +30,7 @@ def worker_state() -> dict[str, Any]:
 
 
 def _init(setup: Callable[[], dict[str, Any]] | None, events) -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker: no oversubscription
+    os.environ[_PARALLELISM] = "false"  # one core per worker: no oversubscription
     _STATE.clear()
     _STATE["events"] = events
     if setup is not None:
@@ -57,9 +58,11 @@ class LocalExecutor:
         self._pool: ProcessPoolExecutor | None = None
         self._events = None
         self._drain: threading.Thread | None = None
+        self._saved_env: str | None = None
 
     def __enter__(self) -> LocalExecutor:
-        if self.workers == 1:
+        if self.workers == 1:  # in this process: _init's settings are undone on exit
+            self._saved_env = os.environ.get(_PARALLELISM)
             self._events = _Direct(self.on_event)
             _init(self.setup, self._events)
             return self
@@ -108,6 +111,11 @@ class LocalExecutor:
             if self._events is not None:
                 self._events.put(None)
                 self._drain.join(timeout=5)
+        elif self.workers == 1:
+            if self._saved_env is None:
+                os.environ.pop(_PARALLELISM, None)
+            else:
+                os.environ[_PARALLELISM] = self._saved_env
         _STATE.clear()
 
 

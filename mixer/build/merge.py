@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer.artifacts.manifest import SplitRecord, ValidationRecord
 from mixer.artifacts.shards import ShardWriter
 from mixer.build.pack import Packer
 from mixer.build.units import Unit
@@ -52,19 +53,19 @@ class _Split:
             bins = np.minimum(np.log2(whole).astype(np.int64), HIST_BINS - 1)
             self.hist += np.bincount(bins, minlength=HIST_BINS)
 
-    def finish(self, remainder: str, pad_id: int) -> dict:
+    def finish(self, remainder: str, pad_id: int, skipped: dict[str, int]) -> SplitRecord:
         last, dropped, padding = self.packer.finish(remainder, pad_id)
         self.writer.write(last)
-        shards = self.writer.finish()
-        return {
-            "documents": self.packer.num_documents,
-            "tokens": self.packer.num_tokens,
-            "blocks": self.writer.num_blocks,
-            "dropped_tokens": dropped,
-            "padding_tokens": padding,
-            "shards": shards,
-            "doc_length_log2_hist": np.trim_zeros(self.hist, "b").tolist(),
-        }
+        return SplitRecord(
+            documents=self.packer.num_documents,
+            tokens=self.packer.num_tokens,
+            blocks=self.writer.num_blocks,
+            dropped_tokens=dropped,
+            padding_tokens=padding,
+            shards=self.writer.finish(),
+            doc_length_log2_hist=tuple(np.trim_zeros(self.hist, "b").tolist()),
+            skipped=skipped,
+        )
 
 
 def merge_source(
@@ -76,19 +77,17 @@ def merge_source(
     pad_id: int,
     work: Path,
 ) -> dict:
-    """Pack and write one source; its manifest record (without inputs, key or weight)."""
+    """Pack and write one source; the fields of its SourceRecord but weight, key and inputs."""
     skipped: dict[str, int] = {}
-    examples: list[list[str]] = []
+    examples: list[tuple[str, str]] = []
     for r in results:
         for reason, n in r.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + n
-        examples += [list(e) for e in r.examples]
-    kept = sum(r.documents for r in results)
-    if kept == 0:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) or "no input records"
+        examples += [tuple(e) for e in r.examples]
+    if sum(r.documents for r in results) == 0:
         raise InputError(
-            f"sources.{spec.name}: no document kept ({counts}); check the files and text_field"
-            f" ({spec.text_field!r})"
+            f"sources.{spec.name}: no document kept ({_why_none(units, skipped, examples)});"
+            f" check the files and text_field ({spec.text_field!r})"
         )
     threshold = _val_threshold(spec.validation, results)
     root = work / "sources" / spec.name
@@ -105,16 +104,40 @@ def merge_source(
             first_val = bool(is_val[0])
             train.feed(tokens[~tok_val], lengths[~is_val], cont and not first_val, whole[~starts])
             val.feed(tokens[tok_val], lengths[is_val], cont and first_val, whole[starts])
-    record = {
-        "validation": {"docs": spec.validation.docs, "fraction": spec.validation.fraction},
-        "skipped": dict(sorted(skipped.items())),
-        "skipped_examples": examples[:5],
-        "train": train.finish(recipe.remainder, pad_id),
-        "val": val.finish(recipe.remainder, pad_id),
+    skipped = dict(sorted(skipped.items()))
+    train_record = train.finish(recipe.remainder, pad_id, skipped)
+    if train_record.blocks == 0:
+        raise InputError(
+            f"sources.{spec.name}: {train_record.documents:,} training documents of"
+            f" {train_record.tokens:,} tokens (in {_files(units)}) make no block of"
+            f" {recipe.seq_len} tokens; add text, lower seq_len, or use `remainder: pad`"
+        )
+    return {
+        "validation": ValidationRecord(
+            docs=spec.validation.docs, fraction=spec.validation.fraction
+        ),
+        "skipped": skipped,
+        "skipped_examples": tuple(examples[:5]),
+        # a skipped document never reaches a split: the train split carries the counts
+        "train": train_record,
+        "val": val.finish(recipe.remainder, pad_id, {}),
     }
-    record["train"]["skipped"] = record["skipped"]  # a skipped document never reaches a split
-    record["val"]["skipped"] = {}
-    return record
+
+
+def _files(units: list[Unit], most: int = 3) -> str:
+    """The input files (or dataset) of a source's units, for messages: 'a.jsonl (0 bytes), …'."""
+    seen = list(dict.fromkeys((u.path, u.size if u.kind == "file" else None) for u in units))
+    names = [f"{p} ({n:,} bytes)" if n is not None else p for p, n in seen[:most]]
+    return ", ".join(names) + (f" and {len(seen) - most} more" if len(seen) > most else "")
+
+
+def _why_none(units: list[Unit], skipped: dict[str, int], examples: list) -> str:
+    """Why a source kept no document: the skips and where, or the files that held no record."""
+    if not skipped:
+        return f"no record in {_files(units)}"
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
+    where = "; ".join(f"{r} at {loc}" for r, loc in examples[:3])
+    return f"{counts}: {where}"
 
 
 def _chunks(tok_path: Path, doc_path: Path, dtype: str):

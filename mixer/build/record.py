@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from datetime import datetime, timezone
@@ -10,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from mixer import __version__
-from mixer.artifacts.manifest import FORMAT, Manifest
+from mixer.artifacts.manifest import FORMAT, Manifest, SourceRecord, TokenizerRecord
 from mixer.build import reuse
 from mixer.build.tokenizer import TokenizerInfo
 from mixer.identity import sha256_file
@@ -22,37 +23,41 @@ def write_manifest(
     tok: TokenizerInfo | None,
     ident: dict,
     decisions: dict[str, reuse.Decision],
-    sources: dict,
+    sources: dict[str, SourceRecord],
     work: Path,
 ) -> Manifest:
+    """Write the tokenizer files and the sealed manifest into ``work``; the manifest."""
     tok_dir = work / "tokenizer"
     if tok is not None:
         tok_dir.mkdir()
         (tok_dir / "tokenizer.json").write_text(tok.json, encoding="utf-8")
         if tok.kind == "tiktoken":
             shutil.copyfile(tok.file, tok_dir / Path(tok.file).name)
-        section = {**tok.to_manifest(), "identity": ident}
     else:  # every source reused from builds with this very tokenizer
         src = next(d.linked for d in decisions.values() if d.linked)[0]
         shutil.copytree(src.root / "tokenizer", tok_dir)
-        section = dict(src.data["tokenizer"])
     if recipe.path and os.path.isfile(recipe.path):
         shutil.copyfile(recipe.path, work / "recipe.yaml")
-    section["files"] = {p.name: sha256_file(p) for p in sorted(tok_dir.iterdir())}
-    data = {
-        "format": FORMAT,
-        "mixer_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "name": recipe.name,
-        "seed": recipe.seed,
-        "seq_len": recipe.seq_len,
-        "packing": recipe.packing,
-        "remainder": recipe.remainder,
-        "recipe": recipe.to_dict(),
-        "tokenizer": section,
-        "sources": sources,
-    }
-    manifest = Manifest(data, work)
+    files = {p.name: sha256_file(p) for p in sorted(tok_dir.iterdir())}
+    if tok is not None:
+        tokenizer = TokenizerRecord(**tok.to_manifest(), identity=ident, files=files)
+    else:
+        tokenizer = dataclasses.replace(src.tokenizer, files=files)
+    manifest = Manifest(
+        format=FORMAT,
+        mixer_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        name=recipe.name,
+        seed=recipe.seed,
+        seq_len=recipe.seq_len,
+        packing=recipe.packing,
+        remainder=recipe.remainder,
+        recipe=recipe.to_dict(),
+        tokenizer=tokenizer,
+        sources=sources,
+        root=work,
+        location=str(work),
+    ).sealed()
     manifest.save()
     return manifest
 
@@ -65,27 +70,25 @@ def report(
     num_units: int,
     decisions: dict[str, reuse.Decision],
 ) -> None:
-    for name, src in manifest.data["sources"].items():
-        if src["skipped"] and decisions[name].linked is None:
-            counts = ", ".join(f"{k} {v}" for k, v in src["skipped"].items())
-            where = "; ".join(f"{r} at {loc}" for r, loc in src["skipped_examples"])
+    for name, src in manifest.sources.items():
+        if src.skipped and decisions[name].linked is None:
+            counts = ", ".join(f"{k} {v}" for k, v in src.skipped.items())
+            where = "; ".join(f"{r} at {loc}" for r, loc in src.skipped_examples)
             console.print(
                 f"[yellow]warning[/]: {name}: skipped {counts} (first: {where})",
                 highlight=False,
                 soft_wrap=True,
             )
         for split in ("train", "val"):
-            s = src[split]
-            if s["documents"] and not s["blocks"]:
+            s = src.split(split)
+            if s.documents and not s.blocks:
                 console.print(
-                    f"[yellow]warning[/]: {name}/{split}: {s['tokens']} tokens make no block of"
+                    f"[yellow]warning[/]: {name}/{split}: {s.tokens} tokens make no block of"
                     f" {manifest.seq_len}; they were dropped (use `remainder: pad` to keep them)",
                     highlight=False,
                     soft_wrap=True,
                 )
-    total = sum(
-        s[sp]["blocks"] for s in manifest.data["sources"].values() for sp in ("train", "val")
-    )
+    total = sum(s.train.blocks + s.val.blocks for s in manifest.sources.values())
     linked = [n for n, d in decisions.items() if d.linked is not None]
     notes = []
     if reused:
@@ -94,6 +97,6 @@ def report(
         notes.append(f"reused built source{'s' * (len(linked) > 1)} {', '.join(linked)}")
     note = f" ({'; '.join(notes)})" if notes else ""
     console.print(
-        f"built {len(manifest.data['sources'])} sources, {total:,} blocks in {seconds:.1f}s{note}",
+        f"built {len(manifest.sources)} sources, {total:,} blocks in {seconds:.1f}s{note}",
         highlight=False,
     )

@@ -9,17 +9,14 @@ reads no input and no shard: it links the shards and re-plans.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixer import __version__
-from mixer.artifacts.manifest import Manifest
+from mixer.artifacts.manifest import BLOCKS_FORMAT, InputFile, Manifest
 from mixer.errors import OutputError, RecipeError
-from mixer.identity import sha256_file
+from mixer.identity import digest, sha256_file
 from mixer.recipe import Recipe, SourceSpec
 
 
@@ -28,22 +25,20 @@ class Decision:
     """Per source: built here (with its key and inputs) or linked from a built source."""
 
     key: str | None = None
-    inputs: list[dict] | None = None
+    inputs: list[InputFile] | None = None
     linked: tuple[Manifest, str] | None = None
 
 
-def stat_inputs(spec: SourceSpec, known: dict[str, dict]) -> list[dict]:
-    """[{path, bytes, mtime_ns, sha256}] of a source's files; a hash is computed only for a file
-    not in ``known`` with the same size and modification time."""
+def stat_inputs(spec: SourceSpec, known: dict[str, InputFile]) -> list[InputFile]:
+    """A source's files with their size, time and hash; a hash is computed only for a file not
+    in ``known`` with the same size and modification time."""
     out = []
     for path in spec.files:
         st = os.stat(path)
         rec = known.get(path)
-        same = rec and rec.get("bytes") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns
-        digest = rec["sha256"] if same else sha256_file(path)
-        out.append(
-            {"path": path, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-        )
+        same = rec and rec.bytes == st.st_size and rec.mtime_ns == st.st_mtime_ns
+        sha = rec.sha256 if same else sha256_file(path)
+        out.append(InputFile(path=path, bytes=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha))
     return out
 
 
@@ -58,17 +53,17 @@ def tokenizer_identity(recipe: Recipe) -> dict:
     return ident
 
 
-def source_key(recipe: Recipe, spec: SourceSpec, inputs: list[dict], tok: dict) -> str:
+def source_key(recipe: Recipe, spec: SourceSpec, inputs: list[InputFile], tok: dict) -> str:
     parts = {
-        "inputs": [i["sha256"] for i in inputs],
+        "inputs": [i.sha256 for i in inputs],
         "hf": spec.hf.__dict__ if spec.hf else None,
         "reading": [spec.text_field, spec.encoding, spec.txt_mode, spec.max_document_bytes],
         "validation": spec.validation.__dict__,
         "tokenizer": tok,
         "packing": [recipe.seq_len, recipe.packing, recipe.remainder, recipe.shard_size],
-        "mixer": __version__,
+        "blocks_format": BLOCKS_FORMAT,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return digest(parts)
 
 
 def previous(out: Path) -> Manifest | None:
@@ -79,21 +74,17 @@ def previous(out: Path) -> Manifest | None:
         return None
 
 
-def known_inputs(manifest: Manifest | None) -> dict[str, dict]:
+def known_inputs(manifest: Manifest | None) -> dict[str, InputFile]:
     if manifest is None:
         return {}
-    return {
-        f["path"]: f
-        for src in manifest.data["sources"].values()
-        for f in src.get("inputs", {}).get("files", [])
-    }
+    return {f.path: f for src in manifest.sources.values() for f in src.inputs.files or ()}
 
 
 def find(candidates: list[Manifest], key: str) -> tuple[Manifest, str] | None:
     """A built source with this key, in the first candidate that has one."""
     for m in candidates:
-        for name, src in m.data["sources"].items():
-            if src.get("key") == key:
+        for name, src in m.sources.items():
+            if src.key == key:
                 return m, name
     return None
 
@@ -105,8 +96,8 @@ def reference(recipe: Recipe, spec: SourceSpec) -> tuple[Manifest, str]:
     except OutputError as e:
         raise RecipeError(f"{recipe.path}: sources.{spec.name}.from: {e}") from None
     name = spec.reuse_source or spec.name
-    if name not in m.data["sources"]:
-        known = ", ".join(m.data["sources"])
+    if name not in m.sources:
+        known = ", ".join(m.sources)
         raise RecipeError(
             f"{recipe.path}: sources.{spec.name}.from: {spec.reuse} has no source {name!r}"
             f" (it has {known}); name it with `source:`"
@@ -125,10 +116,10 @@ def check_compatible(recipe: Recipe, spec: SourceSpec, other: Manifest, tok) -> 
     }
     theirs = {
         "seq_len": other.seq_len,
-        "tokenizer fingerprint": other.data["tokenizer"]["fingerprint"],
+        "tokenizer fingerprint": other.tokenizer.fingerprint,
         "dtype": other.dtype,
-        "bos_id": other.data["tokenizer"]["bos_id"],
-        "eos_id": other.data["tokenizer"]["eos_id"],
+        "bos_id": other.tokenizer.bos_id,
+        "eos_id": other.tokenizer.eos_id,
     }
     for what, value in mine.items():
         if theirs[what] != value:

@@ -8,17 +8,17 @@ and ``locate(i)`` cost O(S^2) integer operations, whatever i.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 
 from mixer.errors import PlanError
+from mixer.identity import digest
 from mixer.plan import interleave
 from mixer.plan.allocate import allocate, largest_total_without_repeats
 from mixer.plan.passes import PassOrder, name_key, pass_order
+from mixer.typed import from_json, to_json
 
 FORMAT = 1
 
@@ -54,22 +54,18 @@ class Plan:
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["sources"] = [{**asdict(s), "shard_sizes": list(s.shard_sizes)} for s in self.sources]
-        return {"format": FORMAT, **d}
+        return {"format": FORMAT, **to_json(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
-        d = {k: v for k, v in d.items() if k not in ("format", "fingerprint")}
-        sources = tuple(
-            SourcePlan(**{**s, "shard_sizes": tuple(s["shard_sizes"])}) for s in d.pop("sources")
+        """Typed and checked (FieldError names the first field that does not fit)."""
+        return from_json(
+            cls, {k: v for k, v in d.items() if k not in ("format", "fingerprint")}, "plan"
         )
-        return cls(**d, sources=sources)
 
     @cached_property
     def fingerprint(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return digest(self.to_dict())
 
     @cached_property
     def _n(self) -> list[int]:

@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.shards import fetch
-from mixer.errors import StateError
+from mixer.errors import UsageError
 from mixer.plan import Plan
 from mixer.serve.cache import SplitStore, cache_root
 
@@ -24,9 +24,9 @@ def describe_block(
     """{"source", "split", "block", "blocks", "starts", "pieces": [{"first", "last", "starts",
     "text"}]}: the block's tokens decoded piece by piece, a piece per document it touches."""
     rec = manifest.split(source, split)
-    if not 0 <= index < rec["blocks"]:
-        raise StateError(
-            f"{source}/{split} has {rec['blocks']:,} blocks; --index {index} is out of range"
+    if not 0 <= index < rec.blocks:
+        raise UsageError(
+            f"{source}/{split} has {rec.blocks:,} blocks; --index {index} is out of range"
         )
     root = manifest.location
     cache = cache_root(cache_dir) / manifest.fingerprint[:16]
@@ -52,7 +52,7 @@ def describe_block(
         "source": source,
         "split": split,
         "block": index,
-        "blocks": rec["blocks"],
+        "blocks": rec.blocks,
         "starts": sorted(starts),
         "pieces": pieces,
     }
@@ -63,7 +63,7 @@ def describe_sample(
 ) -> dict:
     """Which source, pass and block global sample n is, and that block decoded."""
     if not 0 <= n < plan.total:
-        raise StateError(f"--sample {n:,} is outside the plan's [0, {plan.total:,})")
+        raise UsageError(f"--sample {n:,} is outside the plan's [0, {plan.total:,})")
     s, k = plan.locate(n)
     src = plan.sources[s]
     block = int(plan.block_ids(s, [k])[0])

@@ -35,8 +35,8 @@ def plot(manifest: Manifest, plan: Plan, path: str | Path):
         ylim=(0, None),
     )
     share_ax.legend(loc="best", fontsize="small")
-    for name, src in manifest.data["sources"].items():
-        hist = np.asarray(src["train"]["doc_length_log2_hist"], float)
+    for name, src in manifest.sources.items():
+        hist = np.asarray(src.train.doc_length_log2_hist, float)
         if hist.sum():
             edges = 2.0 ** np.arange(hist.size + 1)
             len_ax.stairs(hist / hist.sum(), edges, label=f"{name} ({int(hist.sum()):,} docs)")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mixer.artifacts.manifest import Manifest
-from mixer.errors import StateError
+from mixer.errors import UsageError
 from mixer.plan import Plan
 
 REPEAT_WARNING = 4  # epochs beyond which repeating a source is risky
@@ -26,42 +26,41 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> d
     "padding_tokens"}}}, "warnings": [str], and with at_sample: "at_sample", "consumed":
     {NAME: {"samples", "tokens"}}}.
     """
-    d = manifest.data
     served = plan.counts_at(plan.total)
     total_tokens = sum(c["tokens"] for c in served.values())
     plans = {s.name: s for s in plan.sources}
     sources = {}
-    for name, src in d["sources"].items():
+    for name, src in manifest.sources.items():
         sp = plans[name]
         sources[name] = {
-            "weight": src["weight"],
-            **{k: src["train"][k] for k in _SPLIT_KEYS},
-            "skipped": src["skipped"],
+            "weight": src.weight,
+            **{k: getattr(src.train, k) for k in _SPLIT_KEYS},
+            "skipped": src.skipped,
             "samples": sp.num_samples,
             "samples_share": sp.num_samples / plan.total if plan.total else 0.0,
             "tokens_share": served[name]["tokens"] / total_tokens if total_tokens else 0.0,
             "epochs": round(sp.epochs, 6),
             "passes": sp.passes,
-            "val": {k: src["val"][k] for k in _SPLIT_KEYS},
+            "val": {k: getattr(src.val, k) for k in _SPLIT_KEYS},
         }
-    tok = d["tokenizer"]
+    tok = manifest.tokenizer
     out = {
-        "name": d["name"],
-        "seq_len": d["seq_len"],
-        "seed": d["seed"],
+        "name": manifest.name,
+        "seq_len": manifest.seq_len,
+        "seed": manifest.seed,
         "total_samples": plan.total,
         "total_tokens": total_tokens,
         "tokenizer": {
-            k: tok[k] for k in ("kind", "name", "vocab_size", "bos_id", "eos_id", "dtype")
+            k: getattr(tok, k) for k in ("kind", "name", "vocab_size", "bos_id", "eos_id", "dtype")
         },
         "manifest": manifest.fingerprint,
         "plan": plan.fingerprint,
         "sources": sources,
-        "warnings": warnings(sources, d["sources"]),
+        "warnings": warnings(sources, manifest.sources),
     }
     if at_sample is not None:
         if not 0 <= at_sample <= plan.total:
-            raise StateError(f"sample {at_sample:,} is beyond the plan's {plan.total:,} samples")
+            raise UsageError(f"sample {at_sample:,} is beyond the plan's {plan.total:,} samples")
         out["at_sample"] = at_sample
         out["consumed"] = plan.counts_at(at_sample)
     return out
@@ -82,8 +81,8 @@ def warnings(sources: dict, built: dict) -> list[str]:
                 f"{name} has too little data for its weight {s['weight']:g}: it repeats"
                 f" {s['epochs']:.1f} times while another source repeats {least:.1f} times"
             )
-        policy = built[name]["validation"]
-        if not (policy.get("docs") or policy.get("fraction")):
+        policy = built[name].validation
+        if not (policy.docs or policy.fraction):
             out.append(f"{name} has no validation split: its loss cannot be watched (validation:)")
         elif s["val"]["blocks"] == 0:
             out.append(

@@ -25,9 +25,9 @@ def check_files(manifest: Manifest) -> None:
             size = path.stat().st_size
         except FileNotFoundError:
             raise OutputError(f"{path}: shard is missing; rebuild or restore the output") from None
-        if size != shard["bytes"]:
+        if size != shard.bytes:
             raise OutputError(
-                f"{path}: shard has {size:,} bytes, the manifest says {shard['bytes']:,}"
+                f"{path}: shard has {size:,} bytes, the manifest says {shard.bytes:,}"
                 " (truncated or altered); run `mixer verify` or rebuild"
             )
 
@@ -56,7 +56,7 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
 
 def _tokenizer_problems(manifest: Manifest) -> Iterator[str]:
     folder = manifest.root / "tokenizer"
-    for name, digest in manifest.data["tokenizer"].get("files", {}).items():
+    for name, digest in manifest.tokenizer.files.items():
         path = folder / name
         if not path.exists():
             yield f"{path}: tokenizer file is missing"
@@ -68,7 +68,7 @@ def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> 
     rec = manifest.split(name, split)
     folder = manifest.split_dir(name, split)
     problems = []
-    listed = {s["file"] for s in rec["shards"]} | {"index.json"}
+    listed = {s.file for s in rec.shards} | {"index.json"}
     if not (folder / "index.json").exists():
         problems.append(f"{folder / 'index.json'}: MDS index is missing")
     elif _index_files(folder) != listed - {"index.json"}:
@@ -78,13 +78,13 @@ def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> 
             f"{folder / f}: unexpected file" for f in sorted(set(os.listdir(folder)) - listed)
         ]
     blocks = 0
-    vocab = manifest.data["tokenizer"]["vocab_size"]
-    for shard in rec["shards"]:
-        path = folder / shard["file"]
+    vocab = manifest.tokenizer.vocab_size
+    for shard in rec.shards:
+        path = folder / shard.file
         if not path.exists():
             problems.append(f"{path}: shard is missing")
             continue
-        if sha256_file(path) != shard["sha256"]:
+        if sha256_file(path) != shard.sha256:
             problems.append(f"{path}: sha256 differs from the manifest (corrupted or altered)")
             continue
         try:
@@ -92,8 +92,8 @@ def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> 
         except OutputError as e:
             problems.append(str(e))
             continue
-        if len(reader) != shard["samples"]:
-            problems.append(f"{path}: {len(reader)} blocks, the manifest says {shard['samples']}")
+        if len(reader) != shard.samples:
+            problems.append(f"{path}: {len(reader)} blocks, the manifest says {shard.samples}")
         ids = reader.all_ids()
         if ids.size and int(ids.max()) >= vocab:
             problems.append(f"{path}: token id {int(ids.max())} >= vocabulary size {vocab}")
@@ -106,10 +106,10 @@ def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> 
         blocks += len(reader)
         totals["shards"] += 1
     totals["blocks"] += blocks
-    if blocks != rec["blocks"] and not any("shard" in p for p in problems):
-        problems.append(f"{folder}: {blocks} blocks, the manifest says {rec['blocks']}")
-    padded = rec["blocks"] * manifest.seq_len - rec["padding_tokens"] + rec["dropped_tokens"]
-    if padded != rec["tokens"]:
+    if blocks != rec.blocks and not any("shard" in p for p in problems):
+        problems.append(f"{folder}: {blocks} blocks, the manifest says {rec.blocks}")
+    padded = rec.blocks * manifest.seq_len - rec.padding_tokens + rec.dropped_tokens
+    if padded != rec.tokens:
         problems.append(f"{name}/{split}: token counts in the manifest do not add up")
     return problems
 
@@ -126,5 +126,5 @@ def _shards(manifest: Manifest):
     for name in manifest.source_names:
         for split in SPLITS:
             folder = manifest.split_dir(name, split)
-            for shard in manifest.split(name, split)["shards"]:
-                yield shard, folder / shard["file"]
+            for shard in manifest.split(name, split).shards:
+                yield shard, folder / shard.file

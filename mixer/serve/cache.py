@@ -16,13 +16,14 @@ processes filling the same shard write the same bytes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
 
 import numpy as np
 
 from mixer.artifacts.manifest import FILENAME as MANIFEST_FILE
-from mixer.artifacts.manifest import Manifest
+from mixer.artifacts.manifest import Manifest, SplitRecord
 from mixer.artifacts.planfile import FILENAME as PLAN_FILE
 from mixer.artifacts.shards import Block, fetch, is_remote, local_path, positions, read_shard_file
 from mixer.errors import OutputError
@@ -42,9 +43,7 @@ def open_build(path: str, cache_dir: str | os.PathLike | None = None) -> Manifes
     for name in (MANIFEST_FILE, PLAN_FILE):
         (meta / name).unlink(missing_ok=True)  # always read the small files afresh
         fetch(path, name, meta / name)
-    manifest = Manifest.load(meta)
-    manifest.location = str(path)
-    return manifest
+    return dataclasses.replace(Manifest.load(meta), location=str(path))
 
 
 class SplitStore:
@@ -55,18 +54,18 @@ class SplitStore:
         cache: Path,
         source: str,
         split: str,
-        record: dict,
+        record: SplitRecord,
         seq_len: int,
         dtype: str,
     ):
         self.root, self.source, self.split = str(root), source, split
         self.rel = f"sources/{source}/{split}"
         self.cache = Path(cache) / source / split
-        self.shards = record["shards"]
+        self.shards = record.shards
         self.seq_len, self.dtype = seq_len, np.dtype(dtype)
         pos_dtype = np.dtype(np.uint16 if seq_len <= 1 << 16 else np.uint32)
         self.cell = max(self.dtype, pos_dtype, key=lambda d: d.itemsize)
-        sizes = [s["samples"] for s in self.shards]
+        sizes = [s.samples for s in self.shards]
         self.bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.path = self.cache / "blocks.npy"
         self._data: np.ndarray | None = None
@@ -87,14 +86,14 @@ class SplitStore:
         """One block with its document starts, straight from its shard (for inspection)."""
         sh = int(np.searchsorted(self.bounds, i, side="right") - 1)
         rec = self.shards[sh]
-        path = fetch(self.root, f"{self.rel}/{rec['file']}", self.cache / "download" / rec["file"])
+        path = fetch(self.root, f"{self.rel}/{rec.file}", self.cache / "download" / rec.file)
         reader = read_shard_file(path, seq_len=self.seq_len, dtype=self.dtype.str)
         b = reader.block(i - int(self.bounds[sh]))
         return Block(np.array(b.input_ids), np.array(b.starts))
 
     # -- filling the cache ----------------------------------------------------------------
     def _marker(self, sh: int) -> Path:
-        return self.cache / f"shard-{sh:06d}-{self.shards[sh]['sha256'][:16]}.ready"
+        return self.cache / f"shard-{sh:06d}-{self.shards[sh].sha256[:16]}.ready"
 
     def _ensure(self, sh: int) -> None:
         if self._data is None:
@@ -121,15 +120,15 @@ class SplitStore:
     def _fill(self, sh: int) -> None:
         """Fetch, verify, decompress one shard and write its rows; then publish its marker."""
         rec = self.shards[sh]
-        src = fetch(self.root, f"{self.rel}/{rec['file']}", self.cache / "download" / rec["file"])
-        if sha256_file(src) != rec["sha256"]:
+        src = fetch(self.root, f"{self.rel}/{rec.file}", self.cache / "download" / rec.file)
+        if sha256_file(src) != rec.sha256:
             raise OutputError(
                 f"{src}: shard does not match the manifest (sha256 differs): it is corrupted or"
                 " was altered; rebuild the output or restore the file"
             )
         reader = read_shard_file(src, seq_len=self.seq_len, dtype=self.dtype.str)
-        if len(reader) != rec["samples"]:
-            raise OutputError(f"{src}: {len(reader)} blocks, the manifest says {rec['samples']}")
+        if len(reader) != rec.samples:
+            raise OutputError(f"{src}: {len(reader)} blocks, the manifest says {rec.samples}")
         rows = np.empty((len(reader), 2, self.seq_len), self.cell)
         rows[:, 0] = reader.all_ids()
         rows[:, 1] = positions(*reader.all_starts(), len(reader), self.seq_len)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mixer.artifacts.planfile import load_plan, val_plan
-from mixer.errors import StateError
+from mixer.errors import StateError, UsageError
 from mixer.serve.cache import SplitStore, cache_root, open_build
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
@@ -57,9 +57,9 @@ class StreamingMixture(IterableDataset):
         super().__init__()
         self.path = str(path)
         if split not in ("train", "val"):
-            raise StateError(f"split must be 'train' or 'val', got {split!r}")
+            raise UsageError(f"split must be 'train' or 'val', got {split!r}")
         if batch_size is not None and batch_size < 1:
-            raise StateError(f"batch_size must be >= 1, got {batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         self.split, self.batch_size, self.position_ids = split, batch_size, position_ids
         self.rank, self.world_size = _rank_world(rank, world_size)
         self.manifest = open_build(self.path, cache_dir)
@@ -84,7 +84,7 @@ class StreamingMixture(IterableDataset):
     def counts_at(self, n: int) -> dict[str, dict[str, int]]:
         """Samples and tokens (padding excluded) per source in the first n global samples."""
         if not 0 <= n <= self.plan.total:
-            raise StateError(f"n must be in [0, {self.plan.total}], got {n}")
+            raise UsageError(f"n must be in [0, {self.plan.total}], got {n}")
         return self.plan.counts_at(n)
 
     def _slicing(self):
@@ -248,5 +248,5 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
             rank = int(os.environ.get("RANK", 0)) if rank is None else rank
             world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
     if world < 1 or not 0 <= rank < world:
-        raise StateError(f"rank {rank} is not in [0, world_size={world})")
+        raise UsageError(f"rank {rank} is not in [0, world_size={world})")
     return rank, world

@@ -45,7 +45,7 @@ def content(out: Path) -> dict:
     for p in sorted(out.rglob("*")):
         if p.is_file() and p.name != "manifest.json":
             files[str(p.relative_to(out))] = p.read_bytes()
-    m = dict(Manifest.load(out).data)
+    m = Manifest.load(out).to_dict()
     m.pop("created")
     files["manifest"] = m
     return files

@@ -146,7 +146,7 @@ def test_broken_files_in_a_build_are_counted_not_fatal(cli, tmp_path):
     (tmp_path / "d.parquet").write_bytes(b"PAR1 not really")
     result = build(cli, tmp_path, {"files": ["a.jsonl", "b.jsonl.gz", "c.jsonl.zst", "d.parquet"]})
     assert result.exit_code == 0, result.output
-    skipped = Manifest.load(tmp_path / "out").data["sources"]["s"]["skipped"]
+    skipped = Manifest.load(tmp_path / "out").sources["s"].skipped
     assert skipped == {"unreadable_file": 2}
     assert "b.jsonl.gz" in result.output and "d.parquet" in result.output
 
@@ -156,7 +156,8 @@ def test_a_source_of_empty_files_is_an_error(cli, tmp_path):
     (tmp_path / "f.txt").write_bytes(b"  \n\n ")
     result = build(cli, tmp_path, {"files": ["e.jsonl", "f.txt"]})
     assert result.exit_code == 2
-    assert "sources.s: no document kept (empty 1)" in result.output
+    assert "sources.s: no document kept (empty 1: empty at " in result.output
+    assert "f.txt:1" in result.output  # the file is named
 
 
 @pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "x y", "ünï", ".hidden", "-", "a" * 65])

@@ -20,12 +20,12 @@ def blocks(out: Path, source: str, split: str = "train") -> list:
     m = Manifest.load(out)
     rec = m.split(source, split)
     got = []
-    for shard in rec["shards"]:
+    for shard in rec.shards:
         r = read_shard_file(
-            m.split_dir(source, split) / shard["file"], seq_len=m.seq_len, dtype=m.dtype
+            m.split_dir(source, split) / shard.file, seq_len=m.seq_len, dtype=m.dtype
         )
         got += [(r.block(i).input_ids.copy(), r.block(i).starts.copy()) for i in range(len(r))]
-    assert len(got) == rec["blocks"]
+    assert len(got) == rec.blocks
     return got
 
 
@@ -36,8 +36,8 @@ def documents(out: Path, source: str, split: str = "train") -> list[str]:
     tok = Tokenizer.from_file(str(out / "tokenizer" / "tokenizer.json"))
     ids = np.concatenate([b for b, _ in blocks(out, source, split)] or [np.empty(0, np.uint16)])
     m = Manifest.load(out)
-    ids = ids[: ids.size - m.split(source, split)["padding_tokens"]]
-    eos = m.data["tokenizer"]["eos_id"]
+    ids = ids[: ids.size - m.split(source, split).padding_tokens]
+    eos = m.tokenizer.eos_id
     cuts = np.flatnonzero(ids == eos)
     pieces = np.split(ids, cuts + 1)[: len(cuts)]
     return [tok.decode(p[:-1].tolist()) for p in pieces]
@@ -68,24 +68,24 @@ def test_demo_recipe_builds_and_stats(cli, tmp_path):
     for name in m.source_names:
         for split in ("train", "val"):
             rec = m.split(name, split)
-            assert rec["documents"] > 0 and rec["blocks"] > 0
-            assert rec["tokens"] == rec["blocks"] * 256 + rec["dropped_tokens"]
-            for shard in rec["shards"]:
-                assert (m.split_dir(name, split) / shard["file"]).exists()
+            assert rec.documents > 0 and rec.blocks > 0
+            assert rec.tokens == rec.blocks * 256 + rec.dropped_tokens
+            for shard in rec.shards:
+                assert (m.split_dir(name, split) / shard.file).exists()
     assert (out / "tokenizer" / "tokenizer.json").exists()
     result = cli("stats", out)
     assert result.exit_code == 0, result.output
     assert "books" in result.output and "zh" in result.output
     summary = json.loads(cli("stats", out, "--json").output)
     assert summary["seq_len"] == 256
-    assert summary["sources"]["web"]["blocks"] == m.split("web")["blocks"]
+    assert summary["sources"]["web"]["blocks"] == m.split("web").blocks
 
 
 def test_manifest_records_inputs_tokenizer_and_counts(cli, write_recipe, tmp_path):
     path = write_recipe(small_recipe(tmp_path))
     assert cli("build", path, "-w", "1").exit_code == 0
     m = Manifest.load(tmp_path / "out")
-    d = m.data
+    d = m.to_dict()
     assert d["format"] == 1 and d["mixer_version"] and d["seq_len"] == 64
     assert d["tokenizer"]["kind"] == "path" and d["tokenizer"]["vocab_size"] == 8192
     assert d["tokenizer"]["eos_id"] == 0 and d["tokenizer"]["dtype"] == "uint16"
@@ -134,7 +134,7 @@ def test_documents_round_trip_and_starts_mark_them(cli, write_recipe, tmp_path):
     )
     eos_after = np.flatnonzero(stream == 0) + 1
     rec = Manifest.load(out).split("web")
-    real_end = stream.size - rec["padding_tokens"]
+    real_end = stream.size - rec.padding_tokens
     assert starts.tolist() == [0] + eos_after[eos_after < real_end].tolist()
     assert (stream[real_end:] == 0).all()  # padded with the EOS id
 
@@ -170,7 +170,7 @@ def test_byte_identical_for_any_number_of_workers(cli, write_recipe, tmp_path):
         }
 
     assert files(outs[0]) == files(outs[1]) == files(outs[2])
-    sources = [Manifest.load(o).data["sources"] for o in outs]
+    sources = [Manifest.load(o).to_dict()["sources"] for o in outs]
     assert sources[0] == sources[1] == sources[2]
 
 
@@ -218,10 +218,10 @@ def test_remainder_drop_and_pad(cli, write_recipe, tmp_path):
         assert cli("build", write_recipe(recipe), "-w", "1").exit_code == 0
         counts[remainder] = Manifest.load(tmp_path / remainder).split("s")
     drop, pad = counts["drop"], counts["pad"]
-    assert drop["tokens"] == pad["tokens"] and drop["tokens"] % 50 != 0
-    assert drop["dropped_tokens"] == drop["tokens"] % 50 and drop["padding_tokens"] == 0
-    assert pad["blocks"] == drop["blocks"] + 1 and pad["dropped_tokens"] == 0
-    assert pad["padding_tokens"] == 50 - drop["tokens"] % 50
+    assert drop.tokens == pad.tokens and drop.tokens % 50 != 0
+    assert drop.dropped_tokens == drop.tokens % 50 and drop.padding_tokens == 0
+    assert pad.blocks == drop.blocks + 1 and pad.dropped_tokens == 0
+    assert pad.padding_tokens == 50 - drop.tokens % 50
 
 
 def test_tiktoken_recipe_builds_uint32_blocks(cli, write_recipe, tmp_path):
@@ -240,7 +240,7 @@ def test_tiktoken_recipe_builds_uint32_blocks(cli, write_recipe, tmp_path):
     result = cli("build", write_recipe(recipe), "-w", "1")
     assert result.exit_code == 0, result.output
     m = Manifest.load(tmp_path / "out")
-    assert m.dtype == "uint32" and m.data["tokenizer"]["eos_id"] == 151643
+    assert m.dtype == "uint32" and m.tokenizer.eos_id == 151643
     assert (tmp_path / "out" / "tokenizer" / "qwen.tiktoken").exists()
     assert documents(tmp_path / "out", "zh")[:2] == ["天地玄黃，宇宙洪荒。", "Hello 世界"]
 
@@ -299,7 +299,7 @@ def test_bad_documents_are_counted_and_reported(cli, write_recipe, bad_inputs):
     result = cli("build", write_recipe(recipe), "-w", "1")
     assert result.exit_code == 0, result.output
     assert "warning: s: skipped" in result.output and "bad.jsonl:2" in result.output
-    src = Manifest.load(bad_inputs / "out").data["sources"]["s"]
+    src = Manifest.load(bad_inputs / "out").to_dict()["sources"]["s"]
     assert src["skipped"] == {
         "malformed_json": 1,
         "missing_field": 1,
@@ -325,10 +325,8 @@ def test_a_source_with_no_usable_document_is_an_error(cli, write_recipe, tmp_pat
     recipe = one_source({"files": "d.jsonl"})
     result = cli("build", write_recipe(recipe), "-w", "1")
     assert result.exit_code == 2
-    assert (
-        "sources.s: no document kept (missing_field 3); check the files and text_field ('text')"
-        in result.output
-    )
+    assert "sources.s: no document kept (missing_field 3: missing_field at " in result.output
+    assert "d.jsonl:3); check the files and text_field ('text')" in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -336,11 +334,11 @@ def test_rebuild_replaces_the_output_and_refuses_foreign_folders(cli, write_reci
     (tmp_path / "d.jsonl").write_text('{"text": "one two three four five"}\n' * 10)
     recipe = one_source({"files": "d.jsonl"})
     assert cli("build", write_recipe(recipe), "-w", "1").exit_code == 0
-    first = Manifest.load(tmp_path / "out").split("s")["blocks"]
+    first = Manifest.load(tmp_path / "out").split("s").blocks
     recipe["seq_len"] = 8
     assert cli("build", write_recipe(recipe), "-w", "1").exit_code == 0
     assert Manifest.load(tmp_path / "out").seq_len == 8
-    assert Manifest.load(tmp_path / "out").split("s")["blocks"] < first
+    assert Manifest.load(tmp_path / "out").split("s").blocks < first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "out", "recipe.yaml"]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from mixer import StreamingMixture
 from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.shards import positions, read_shard_file
-from mixer.errors import StateError
+from mixer.errors import StateError, UsageError
 from tests.helpers import build_demo
 
 
@@ -49,9 +49,9 @@ def raw_blocks(out, split="train") -> dict[str, list]:
     got = {}
     for name in m.source_names:
         blocks = []
-        for shard in m.split(name, split)["shards"]:
+        for shard in m.split(name, split).shards:
             r = read_shard_file(
-                m.split_dir(name, split) / shard["file"], seq_len=m.seq_len, dtype=m.dtype
+                m.split_dir(name, split) / shard.file, seq_len=m.seq_len, dtype=m.dtype
             )
             blocks += [r.block(i) for i in range(len(r))]
         got[name] = blocks
@@ -83,7 +83,7 @@ def test_counts_at_equals_iteration(out, cache):
     m = Manifest.load(out)
     raw = raw_blocks(out)
     last = {n: raw[n][-1].input_ids.tolist() for n in m.source_names}
-    pad = {n: m.split(n)["padding_tokens"] for n in m.source_names}
+    pad = {n: m.split(n).padding_tokens for n in m.source_names}
     assert any(pad.values())
     for n in (0, 1, 19, 20, 777, 12_345, 30_000):
         counts = ds.counts_at(n)
@@ -183,9 +183,9 @@ def test_state_errors(out, cache):
         ds.load_state_dict({"samples_seen": 8, "plan": "0" * 64})
     with pytest.raises(StateError, match=r"needs 'samples_seen'"):
         ds.load_state_dict({"step": 3})
-    with pytest.raises(StateError, match=r"rank 2 is not in \[0, world_size=2\)"):
+    with pytest.raises(UsageError, match=r"rank 2 is not in \[0, world_size=2\)"):
         mixture(out, cache, rank=2, world_size=2)
-    with pytest.raises(StateError, match=r"split must be 'train' or 'val'"):
+    with pytest.raises(UsageError, match=r"split must be 'train' or 'val'"):
         mixture(out, cache, split="test")
 
 

@@ -65,7 +65,7 @@ def test_remote_build_reads_like_the_local_one(out, s3, tmp_path):
     for a, b in zip(local, remote, strict=True):
         assert a["index"] == b["index"] and (a["input_ids"] == b["input_ids"]).all()
     filled = list((tmp_path / "remote").rglob("shard-*.ready"))
-    assert len(filled) == len(remote_ds.manifest.split("web")["shards"]) > 2
+    assert len(filled) == len(remote_ds.manifest.split("web").shards) > 2
 
 
 def test_shard_aware_order_downloads_a_window_of_shards_first(out, s3, tmp_path):
@@ -75,10 +75,10 @@ def test_shard_aware_order_downloads_a_window_of_shards_first(out, s3, tmp_path)
     it = iter(ds)
     for _ in range(8):
         next(it)
-    shards = ds.manifest.split("web")["shards"]
+    shards = ds.manifest.split("web").shards
     got = list((tmp_path / "c").rglob("shard-*.ready"))
     # The first chunk of samples covers a few windows of 2 shards, not the whole source.
-    per_shard = min(s["samples"] for s in shards[:-1])
+    per_shard = min(s.samples for s in shards[:-1])
     assert len(got) <= 2 * (-(-CHUNK_SAMPLES // per_shard) // 2 + 1) < len(shards)
     assert np.asarray(next(it)["input_ids"]).shape == (16,)
 
@@ -86,9 +86,7 @@ def test_shard_aware_order_downloads_a_window_of_shards_first(out, s3, tmp_path)
 def test_an_altered_remote_shard_is_refused(out, s3, tmp_path):
     upload, client = s3
     upload(out, "c")
-    name = StreamingMixture(out, cache_dir=tmp_path / "x").manifest.split("web")["shards"][0][
-        "file"
-    ]
+    name = StreamingMixture(out, cache_dir=tmp_path / "x").manifest.split("web").shards[0].file
     data = (out / "sources" / "web" / "train" / name).read_bytes()
     client.put_object(
         Bucket="data", Key=f"c/sources/web/train/{name}", Body=data[:-10] + b"0123456789"

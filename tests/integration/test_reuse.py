@@ -69,11 +69,11 @@ def test_changing_weights_total_or_seed_only_replans(cli, tmp_path, forbid):
     assert result.exit_code == 0, result.output
     assert "reused built sources books, web, zh" in result.output
     after = Manifest.load(tmp_path / "out")
-    assert after.data["sources"]["web"]["weight"] == 0.05 and after.data["seed"] == 99
+    assert after.sources["web"].weight == 0.05 and after.seed == 99
     for name in ("books", "web", "zh"):  # same blocks, the very same files (hard links)
         for split in ("train", "val"):
             a, b = before.split(name, split), after.split(name, split)
-            assert a["shards"] == b["shards"] and a["blocks"] == b["blocks"]
+            assert a.shards == b.shards and a.blocks == b.blocks
     assert shard_inodes(tmp_path / "out", "books") == inodes
     s = cli("stats", tmp_path / "out", "--json")
     assert '"total_samples": 5000' in s.output
@@ -107,8 +107,8 @@ def test_adding_a_source_tokenizes_only_that_source(cli, tmp_path, monkeypatch):
     result = cli("build", write(tmp_path / "r.yaml", recipe), "-w", "1", "-o", tmp_path / "all")
     for name in ("books", "web", "zh"):
         assert (
-            Manifest.load(tmp_path / "out").split(name)["shards"]
-            == Manifest.load(tmp_path / "all").split(name)["shards"]
+            Manifest.load(tmp_path / "out").split(name).shards
+            == Manifest.load(tmp_path / "all").split(name).shards
         )
 
 
@@ -153,8 +153,8 @@ def test_a_source_from_another_build(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert "reused built source replay" in result.output
     mine, theirs = Manifest.load(tmp_path / "out"), Manifest.load(shared / "replay-out")
-    assert mine.split("replay")["shards"] == theirs.split("web")["shards"]
-    assert mine.data["sources"]["replay"]["weight"] == 0.05
+    assert mine.split("replay").shards == theirs.split("web").shards
+    assert mine.sources["replay"].weight == 0.05
     assert cli("verify", tmp_path / "out").exit_code == 0
     from mixer import StreamingMixture
 

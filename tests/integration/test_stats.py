@@ -59,8 +59,8 @@ def test_json_matches_the_manifest_and_the_plan(cli, out):
     for name, src in s["sources"].items():
         train, val = m.split(name), m.split(name, "val")
         for key in ("documents", "tokens", "blocks", "dropped_tokens", "padding_tokens"):
-            assert src[key] == train[key] and src["val"][key] == val[key]
-        assert src["weight"] == m.data["sources"][name]["weight"]
+            assert src[key] == getattr(train, key) and src["val"][key] == getattr(val, key)
+        assert src["weight"] == m.sources[name].weight
         assert src["epochs"] == pytest.approx(src["samples"] / src["blocks"])
         assert src["passes"] == -(-src["samples"] // src["blocks"])
     assert s["sources"]["books"]["samples_share"] == pytest.approx(0.5)
@@ -76,7 +76,7 @@ def test_consumed_equals_iteration(cli, out, tmp_path):
     for name in ("books", "web", "zh"):
         store = raw._store(name)
         last[name] = store.gather([len(store) - 1])[0, 0].tolist()
-    pad = {n: Manifest.load(out).split(n)["padding_tokens"] for n in last}
+    pad = {n: Manifest.load(out).split(n).padding_tokens for n in last}
     for name, got in by_sample["consumed"].items():
         mine = [x for x in samples if x["source"] == name]
         padded = sum(x["input_ids"].tolist() == last[name] for x in mine)
