@@ -192,7 +192,12 @@ ERRORS = [
     ("max_epochs", "mixture", {"max_epochs": 0}, r"mixture\.max_epochs: must be > 0, got 0"),
     ("seed negative", "seed", -1, r"seed: must be >= 0, got -1"),
     ("sources not mapping", "sources", ["web"], r"sources: expected a mapping, got a list"),
-    ("shard_size", "shard_size", "huge", r"shard_size: expected a size such as 64MiB, 500MB or 65536, got 'huge'"),
+    (
+        "shard_size",
+        "shard_size",
+        "huge",
+        r"shard_size: expected a size such as 64MiB, 500MB or 65536, got 'huge'",
+    ),
 ]
 
 
