@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mixer.artifacts.manifest import Manifest, write_atomic
 from mixer.errors import OutputError
-from mixer.plan import Plan, make_plan
+from mixer.plan import PhaseWeights, Plan, make_plan
 
 FILENAME = "plan.json"
 
@@ -19,7 +19,6 @@ def _sources(manifest: Manifest, split: str) -> dict:
     recs = {n: manifest.split(n, split) for n in names}
     return {
         "names": names,
-        "weights": [manifest.data["sources"][n]["weight"] for n in names],
         "blocks": [recs[n]["blocks"] for n in names],
         "shard_sizes": [tuple(s["samples"] for s in recs[n]["shards"]) for n in names],
         "padding": [recs[n]["padding_tokens"] for n in names],
@@ -27,10 +26,29 @@ def _sources(manifest: Manifest, split: str) -> dict:
 
 
 def train_plan(manifest: Manifest, mixture: dict) -> Plan:
-    """Allocate the recipe's mixture over the built blocks (PlanError if it cannot)."""
+    """Allocate the recipe's mixture over the built blocks (PlanError if it cannot).
+
+    ``mixture`` is the recipe's ``mixture`` record (``Recipe.to_dict()["mixture"]``); the
+    weights are the sources' (in the manifest) or the phases'; each source's own
+    ``max_epochs`` is read from the recipe the manifest embeds.
+    """
     total = mixture.get("samples")
     if mixture.get("tokens"):
         total = -(-mixture["tokens"] // manifest.seq_len)
+    src = _sources(manifest, "train")
+    names = src["names"]
+    if mixture.get("phases") is None:
+        src["weights"] = [manifest.data["sources"][n]["weight"] for n in names]
+    else:
+        src["phases"] = [
+            PhaseWeights(
+                weights=tuple(float(p["weights"].get(n, 0.0)) for n in names),
+                until=p.get("until"),
+                name=p.get("name"),
+            )
+            for p in mixture["phases"]
+        ]
+    own = {s["name"]: s.get("max_epochs") for s in manifest.data["recipe"]["sources"]}
     return make_plan(
         manifest=manifest.fingerprint,
         split="train",
@@ -38,9 +56,10 @@ def train_plan(manifest: Manifest, mixture: dict) -> Plan:
         seq_len=manifest.seq_len,
         total=total,
         max_epochs=mixture.get("max_epochs"),
+        source_max_epochs=[own.get(n) for n in names],
         shuffle=mixture.get("shuffle", "blocks"),
         window=mixture.get("window", 8),
-        **_sources(manifest, "train"),
+        **src,
     )
 
 
