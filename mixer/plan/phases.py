@@ -2,8 +2,9 @@
 phase, an annealing phase on the best data).
 
 Phase p covers the global samples [e_(p-1), e_p) with e_p = floor(until_p * N), e_(-1) = 0, and
-the last phase ends at N. ``until`` is read as the decimal written (0.3 is 3/10, not the double
-just below it, which would put the boundary of a 10-sample plan at 2). Per phase:
+the last phase ends at N. ``until`` is read as the decimal written: 0.29 is 29/100, so it ends
+a 100-sample phase at 29, where the double nearest 0.29 (or 0.29 * 100 in doubles,
+28.999999999999996) would give 28. Per phase:
 
 - allocation: largest remainder of the phase's length by its weights (a source left out of a
   phase gets 0 samples in it), so the counts of a phase sum to its length exactly;
