@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mixer.artifacts.manifest import Manifest, write_atomic
 from mixer.errors import OutputError
-from mixer.plan import PhaseWeights, Plan, make_plan
+from mixer.plan import Allocation, PhaseWeights, Plan, make_plan, planned_samples
 
 FILENAME = "plan.json"
 
@@ -25,6 +25,37 @@ def _sources(manifest: Manifest, split: str) -> dict:
     }
 
 
+def allocation_inputs(mixture: dict, seq_len: int, names: list[str], weights: dict) -> dict:
+    """The allocation's arguments for a recipe's ``mixture`` record (``Recipe.to_dict()``):
+    ``total`` (None: the default), and ``weights`` (``weights[name]``, the sources' own) or
+    ``phases``."""
+    total = mixture.get("samples")
+    if mixture.get("tokens"):
+        total = -(-mixture["tokens"] // seq_len)
+    if mixture.get("phases") is None:
+        return {"total": total, "weights": [weights[n] for n in names]}
+    phases = [
+        PhaseWeights(
+            weights=tuple(float(p["weights"].get(n, 0.0)) for n in names),
+            until=p.get("until"),
+            name=p.get("name"),
+        )
+        for p in mixture["phases"]
+    ]
+    return {"total": total, "phases": phases}
+
+
+def planned_counts(
+    mixture: dict, seq_len: int, weights: dict, blocks: dict[str, int]
+) -> Allocation:
+    """Samples of each source the recipe's mixture plans, per phase and in all, given each
+    source's train blocks (``{name: blocks}``, in the plan's source order): the same numbers
+    as the plan the build writes, without making it (e.g. a read budget per source)."""
+    names = list(blocks)
+    args = allocation_inputs(mixture, seq_len, names, weights)
+    return planned_samples(**args, blocks=[blocks[n] for n in names])
+
+
 def train_plan(manifest: Manifest, mixture: dict) -> Plan:
     """Allocate the recipe's mixture over the built blocks (PlanError if it cannot).
 
@@ -32,33 +63,20 @@ def train_plan(manifest: Manifest, mixture: dict) -> Plan:
     weights are the sources' (in the manifest) or the phases'; each source's own
     ``max_epochs`` is read from the recipe the manifest embeds.
     """
-    total = mixture.get("samples")
-    if mixture.get("tokens"):
-        total = -(-mixture["tokens"] // manifest.seq_len)
     src = _sources(manifest, "train")
     names = src["names"]
-    if mixture.get("phases") is None:
-        src["weights"] = [manifest.data["sources"][n]["weight"] for n in names]
-    else:
-        src["phases"] = [
-            PhaseWeights(
-                weights=tuple(float(p["weights"].get(n, 0.0)) for n in names),
-                until=p.get("until"),
-                name=p.get("name"),
-            )
-            for p in mixture["phases"]
-        ]
+    weights = {n: manifest.data["sources"][n]["weight"] for n in names}
     own = {s["name"]: s.get("max_epochs") for s in manifest.data["recipe"]["sources"]}
     return make_plan(
         manifest=manifest.fingerprint,
         split="train",
         seed=manifest.data["seed"],
         seq_len=manifest.seq_len,
-        total=total,
         max_epochs=mixture.get("max_epochs"),
         source_max_epochs=[own.get(n) for n in names],
         shuffle=mixture.get("shuffle", "blocks"),
         window=mixture.get("window", 8),
+        **allocation_inputs(mixture, manifest.seq_len, names, weights),
         **src,
     )
 

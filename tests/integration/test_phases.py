@@ -222,3 +222,32 @@ def test_resume_across_a_boundary_through_a_dataloader(small, tmp_path, stop):
     for got, want in zip(resumed, whole[stop // B :], strict=True):
         assert got[0] == want[0] and got[1] == want[1]
         assert torch.equal(got[2], want[2])
+
+
+def test_one_source_alone_and_the_validation_split_of_a_phased_build(small, tmp_path):
+    whole = list(StreamingMixture(small, cache_dir=tmp_path))
+    for name in ("books", "zh"):
+        alone = list(StreamingMixture(small, source=name, cache_dir=tmp_path))
+        mine = [x for x in whole if x["source"] == name]
+        assert [x["input_ids"].tolist() for x in alone] == [x["input_ids"].tolist() for x in mine]
+    val = StreamingMixture(small, split="val", cache_dir=tmp_path)
+    m = Manifest.load(small)
+    assert len(list(val)) == sum(m.split(n, "val")["blocks"] for n in m.source_names)
+
+
+def test_planned_counts_are_the_plans_counts_before_any_plan_exists(out):
+    """What a per-source read budget can ask before planning: the plan's numbers exactly."""
+    from mixer.artifacts.planfile import planned_counts
+
+    m = Manifest.load(out)
+    plan = load_plan(m)
+    blocks = {s.name: s.num_blocks for s in plan.sources}
+    mixture = m.data["recipe"]["mixture"]
+    alloc = planned_counts(mixture, m.seq_len, {}, blocks)
+    assert alloc.ends == (100, 1800, 2000)
+    assert alloc.counts == tuple(p.counts for p in plan.phases)
+    assert alloc.per_source == tuple(s.num_samples for s in plan.sources)
+    default = planned_counts({**mixture, "samples": None}, m.seq_len, {}, blocks)
+    assert all(n <= b for n, b in zip(default.per_source, blocks.values(), strict=True))
+    bigger = planned_counts({**mixture, "samples": default.total + 1}, m.seq_len, {}, blocks)
+    assert any(n > b for n, b in zip(bigger.per_source, blocks.values(), strict=True))

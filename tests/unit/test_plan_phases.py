@@ -11,25 +11,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mixer.errors import PlanError
-from mixer.plan import PhaseWeights, Plan, Slicing, allocate, make_plan, planned_samples
+from mixer.plan import PhaseWeights, Plan, Slicing, allocate, planned_samples
+from tests.unit.test_plan import plan_of
 
 
-def phased(phases, blocks, total=None, padding=None, max_epochs=None, own=None, seed=0):
-    S = len(blocks)
-    return make_plan(
-        manifest="m",
-        split="train",
-        seed=seed,
-        seq_len=16,
-        names=[f"s{i}" for i in range(S)],
-        blocks=blocks,
-        shard_sizes=[(b,) for b in blocks],
-        padding=padding or [0] * S,
-        phases=phases,
-        total=total,
-        max_epochs=max_epochs,
-        source_max_epochs=own,
-    )
+def phased(phases, blocks, total=None, **kw):
+    return plan_of(None, total, blocks, phases=phases, **kw)
 
 
 @st.composite
@@ -182,18 +169,7 @@ def test_resume_and_slicing_across_boundaries(plan, data, batch, world, workers)
 def test_one_phase_is_the_plan_without_phases(weights, total, blocks):
     blocks = blocks[: len(weights)]
     one = phased([PhaseWeights(weights=tuple(weights), name="all")], blocks, total)
-    plain = make_plan(
-        manifest="m",
-        split="train",
-        seed=0,
-        seq_len=16,
-        names=[f"s{i}" for i in range(len(weights))],
-        weights=weights,
-        blocks=blocks,
-        shard_sizes=[(b,) for b in blocks],
-        padding=[0] * len(weights),
-        total=total,
-    )
+    plain = plan_of(weights, total, blocks)
     assert one.to_dict() == plain.to_dict() and one.fingerprint == plain.fingerprint
     assert "phases" not in plain.to_dict()  # plan.json as before phases existed
     a, b = one.order([0], one.total), plain.order([0], plain.total)
