@@ -10,10 +10,12 @@ The flow, and where each step lives::
                  -> StreamingMixture (serve.mixture over serve.cache) -> the trainer
                  -> mixer stats / inspect / verify (report)
 
-Reading order for a newcomer: ``recipe`` (what a user writes), ``build/__init__`` (the build's
-phases), ``artifacts`` (what a build writes), ``plan`` (pure index math: allocation,
-interleave, passes, slicing), ``serve`` (the cache and ``StreamingMixture``), ``report``,
-``cli``. ``errors`` holds every user-facing exception; ``identity`` the hashing.
+Reading order for a newcomer: ``recipe`` (what a user writes; ``_mixture`` its mixture and
+phases, ``_yaml`` the typed YAML access), ``build/__init__`` (the build's phases),
+``artifacts`` (what a build writes), ``plan`` (pure index math: allocation, phases and their
+limits, interleave, passes, slicing), ``serve`` (the cache and ``StreamingMixture``),
+``report``, ``cli``. ``errors`` holds every user-facing exception; ``identity`` the hashing;
+``typed`` the checked loading of JSON records.
 """
 
 __version__ = "0.1.0"

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import codecs
 import glob
-import math
 import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mixer._mixture import MixtureSpec, check_weights, parse_mixture, positive
+from mixer._mixture import PhaseSpec as PhaseSpec  # re-exported: the recipe's records live here
 from mixer._yaml import Keys, load_yaml
 from mixer.errors import RecipeError
 
 #: File types a source may list, longest suffix first.
 FILE_KINDS = (".jsonl.gz", ".jsonl.zst", ".jsonl", ".json", ".parquet", ".txt")
 TXT_MODES = ("file", "line", "paragraph")
-SHUFFLES = ("blocks", "shards", "none")
 TIKTOKEN_PATTERNS = ("llama3", "qwen")
 DEFAULT_SHARD_SIZE = 1 << 26  # 64 MiB of uncompressed blocks per MDS shard
 DEFAULT_MAX_DOCUMENT = 1 << 26  # a longer JSON record or text line is skipped (too_long)
@@ -70,7 +70,7 @@ class ValidationSpec:
 @dataclass(frozen=True, kw_only=True)
 class SourceSpec:
     name: str
-    weight: float
+    weight: float | None  # None when mixture.phases gives the weights
     files: tuple[str, ...] = ()  # resolved, expanded, in reading order
     hf: HFSpec | None = None
     text_field: str = "text"
@@ -80,15 +80,15 @@ class SourceSpec:
     max_document_bytes: int = DEFAULT_MAX_DOCUMENT
     reuse: str | None = None  # `from:` another build's folder (resolved) ...
     reuse_source: str | None = None  # ... and the source's name there (default: this name)
+    max_epochs: float | None = None  # overrides mixture.max_epochs for this source
 
-
-@dataclass(frozen=True, kw_only=True)
-class MixtureSpec:
-    samples: int | None = None
-    tokens: int | None = None
-    max_epochs: float | None = None
-    shuffle: str = "blocks"  # "blocks" (whole source), "shards" (shards, then a window), "none"
-    window: int = 8  # shards per window with shuffle: shards
+    def to_dict(self) -> dict[str, Any]:
+        """Keys left unset are left out (a recipe without them keeps its manifest)."""
+        d = asdict(self)
+        for key in ("weight", "max_epochs"):
+            if d[key] is None:
+                del d[key]
+        return d
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +113,8 @@ class Recipe:
         where it was read from and where it is written: moving a build keeps its identity."""
         d = asdict(self)
         del d["output"], d["path"]
+        d["sources"] = [s.to_dict() for s in self.sources]
+        d["mixture"] = self.mixture.to_dict()
         return d
 
 
@@ -144,7 +146,7 @@ def parse_recipe(
     max_doc = top.size("max_document_bytes", DEFAULT_MAX_DOCUMENT)
     tok = _tokenizer(top.mapping("tokenizer", required=True), base)
     default_val = _validation(top.mapping("validation"))
-    mixture = _mixture(top.mapping("mixture"))
+    mixture = parse_mixture(top.mapping("mixture"))
     out = top.str("output")
     out = output if output is not None else (str((base / out).resolve()) if out else None)
     srcs = top.mapping("sources", required=True)
@@ -154,6 +156,7 @@ def parse_recipe(
         _source(srcs.mapping(key, required=True), key, base, default_val, max_doc)
         for key in srcs.names()
     )
+    check_weights(mixture, sources, origin)
     top.finish()
     return Recipe(
         name=name,
@@ -218,22 +221,6 @@ def _validation(k: Keys) -> ValidationSpec:
     return ValidationSpec(docs=docs, fraction=fraction)
 
 
-def _mixture(k: Keys) -> MixtureSpec:
-    samples = k.int("samples", minimum=1)
-    tokens = k.int("tokens", minimum=1)
-    if samples is not None and tokens is not None:
-        raise k.error("give samples or tokens, not both")
-    max_epochs = k.float("max_epochs")
-    if max_epochs is not None and max_epochs <= 0:
-        raise RecipeError(f"{k.origin}: {k.path('max_epochs')}: must be > 0, got {max_epochs}")
-    shuffle = k.choice("shuffle", SHUFFLES, default="blocks")
-    window = k.int("window", default=8, minimum=1)
-    k.finish()
-    return MixtureSpec(
-        samples=samples, tokens=tokens, max_epochs=max_epochs, shuffle=shuffle, window=window
-    )
-
-
 def _source(
     k: Keys, name: str, base: Path, default_val: ValidationSpec, max_doc: int
 ) -> SourceSpec:
@@ -242,9 +229,7 @@ def _source(
             f"{k.origin}: sources.{name}: a source name must be 1-64 letters, digits, '_', '-'"
             " or '.', starting with a letter or digit (it names a folder of the output)"
         )
-    weight = k.float("weight", required=True)
-    if not (weight > 0 and math.isfinite(weight)):
-        raise RecipeError(f"{k.origin}: {k.path('weight')}: must be > 0, got {weight}")
+    weight = positive(k, "weight")
     has_files, has_hf, has_from = "files" in k.data, "hf" in k.data, "from" in k.data
     if has_files + has_hf + has_from != 1:
         raise k.error("give exactly one of files, hf or from")
@@ -275,6 +260,7 @@ def _source(
         hf=_hf(k.mapping("hf"), base) if has_hf else None,
         reuse=str((base / k.str("from")).resolve()) if has_from else None,
         reuse_source=k.str("source"),
+        max_epochs=positive(k, "max_epochs"),
     )
     k.finish()
     return spec

@@ -74,7 +74,7 @@ class ValidationRecord:
 
 @dataclass(frozen=True, kw_only=True)
 class SourceRecord:
-    weight: float
+    weight: float | None  # None when the recipe gives the weights per phase
     key: str  # what the blocks depend on (mixer.build.reuse.source_key)
     inputs: Inputs
     validation: ValidationRecord

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mixer.artifacts.manifest import Manifest, write_atomic
 from mixer.errors import OutputError
-from mixer.plan import FORMAT, Plan, make_plan
+from mixer.plan import FORMAT, Allocation, PhaseWeights, Plan, make_plan, planned_samples
 from mixer.typed import FieldError
 
 FILENAME = "plan.json"
@@ -20,28 +20,65 @@ def _sources(manifest: Manifest, split: str) -> dict:
     recs = {n: manifest.split(n, split) for n in names}
     return {
         "names": names,
-        "weights": [manifest.sources[n].weight for n in names],
         "blocks": [recs[n].blocks for n in names],
         "shard_sizes": [tuple(s.samples for s in recs[n].shards) for n in names],
         "padding": [recs[n].padding_tokens for n in names],
     }
 
 
-def train_plan(manifest: Manifest, mixture: dict) -> Plan:
-    """Allocate the recipe's mixture over the built blocks (PlanError if it cannot)."""
+def allocation_inputs(mixture: dict, seq_len: int, names: list[str], weights: dict) -> dict:
+    """The allocation's arguments for a recipe's ``mixture`` record (``Recipe.to_dict()``):
+    ``total`` (None: the default), and ``weights`` (``weights[name]``, the sources' own) or
+    ``phases``."""
     total = mixture.get("samples")
     if mixture.get("tokens"):
-        total = -(-mixture["tokens"] // manifest.seq_len)
+        total = -(-mixture["tokens"] // seq_len)
+    if mixture.get("phases") is None:
+        return {"total": total, "weights": [weights[n] for n in names]}
+    phases = [
+        PhaseWeights(
+            weights=tuple(float(p["weights"].get(n, 0.0)) for n in names),
+            until=p.get("until"),
+            name=p.get("name"),
+        )
+        for p in mixture["phases"]
+    ]
+    return {"total": total, "phases": phases}
+
+
+def planned_counts(
+    mixture: dict, seq_len: int, weights: dict, blocks: dict[str, int]
+) -> Allocation:
+    """Samples of each source the recipe's mixture plans, per phase and in all, given each
+    source's train blocks (``{name: blocks}``, in the plan's source order): the same numbers
+    as the plan the build writes, without making it (e.g. a read budget per source)."""
+    names = list(blocks)
+    args = allocation_inputs(mixture, seq_len, names, weights)
+    return planned_samples(**args, blocks=[blocks[n] for n in names])
+
+
+def train_plan(manifest: Manifest, mixture: dict) -> Plan:
+    """Allocate the recipe's mixture over the built blocks (PlanError if it cannot).
+
+    ``mixture`` is the recipe's ``mixture`` record (``Recipe.to_dict()["mixture"]``); the
+    weights are the sources' (in the manifest) or the phases'; each source's own
+    ``max_epochs`` is read from the recipe the manifest embeds.
+    """
+    src = _sources(manifest, "train")
+    names = src["names"]
+    weights = {n: manifest.sources[n].weight for n in names}
+    own = {s["name"]: s.get("max_epochs") for s in manifest.recipe["sources"]}
     return make_plan(
         manifest=manifest.fingerprint,
         split="train",
         seed=manifest.seed,
         seq_len=manifest.seq_len,
-        total=total,
         max_epochs=mixture.get("max_epochs"),
+        source_max_epochs=[own.get(n) for n in names],
         shuffle=mixture.get("shuffle", "blocks"),
         window=mixture.get("window", 8),
-        **_sources(manifest, "train"),
+        **allocation_inputs(mixture, manifest.seq_len, names, weights),
+        **src,
     )
 
 

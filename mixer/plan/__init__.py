@@ -4,6 +4,10 @@ Imports neither torch nor streaming (a test checks it): everything here is arith
 counts, weights, the total and the seed.
 
 - `allocate`: largest-remainder split of N samples by weight; the largest N without repeats.
+- `phases`: weights that change over training: phase boundaries, per-phase allocation
+  (``planned_samples``: the counts per source and phase, before any plan exists), random
+  access across phases.
+- `limits`: checks before a plan is frozen (phases, the repetition guard per source).
 - `interleave`: the even interleave and its prefix bound; counts at any prefix, exactly.
 - `passes`: keyed Feistel permutations of a source's blocks, pass by pass, shard-aware.
 - `core`: `Plan` (a frozen record of it all: ``counts_at``, ``locate``, ``block_ids``) and
@@ -13,14 +17,19 @@ counts, weights, the total and the seed.
 
 from mixer.plan.allocate import allocate, largest_total_without_repeats
 from mixer.plan.core import FORMAT, Plan, SourcePlan, make_plan
+from mixer.plan.phases import Allocation, Phase, PhaseWeights, planned_samples
 from mixer.plan.slicing import Slicing
 
 __all__ = [
     "FORMAT",
+    "Allocation",
+    "Phase",
+    "PhaseWeights",
     "Plan",
     "SourcePlan",
     "Slicing",
     "allocate",
     "largest_total_without_repeats",
     "make_plan",
+    "planned_samples",
 ]

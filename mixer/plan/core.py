@@ -1,9 +1,10 @@
 """The plan: a frozen record of what a mixture serves, and random access into it.
 
-The served sequence is a pure function of (per-source block counts, weights, total, seed):
-allocation by largest remainder (`mixer.plan.allocate`), the even interleave
-(`mixer.plan.interleave`), passes of keyed permutations (`mixer.plan.passes`). ``counts(m)``
-and ``locate(i)`` cost O(S^2) integer operations, whatever i.
+The served sequence is a pure function of (per-source block counts, weights or phases, total,
+seed): allocation by largest remainder (`mixer.plan.allocate`) per phase
+(`mixer.plan.phases`), the even interleave (`mixer.plan.interleave`), passes of keyed
+permutations (`mixer.plan.passes`). ``counts(m)`` and ``locate(i)`` cost O(log P + S^2)
+integer operations, whatever i.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import numpy as np
 
 from mixer.errors import PlanError
 from mixer.identity import digest
-from mixer.plan import interleave
-from mixer.plan.allocate import allocate, largest_total_without_repeats
+from mixer.plan.limits import check_epochs, check_lengths, check_phases, phase_label
 from mixer.plan.passes import PassOrder, name_key, pass_order
+from mixer.plan.phases import Phase, PhaseWeights, Segments, planned_samples
 from mixer.typed import from_json, to_json
 
 FORMAT = 1
@@ -26,7 +27,7 @@ FORMAT = 1
 @dataclass(frozen=True, kw_only=True)
 class SourcePlan:
     name: str
-    weight: float
+    weight: float  # the recipe's weight; with phases, its share of the whole plan (n_s / N)
     num_blocks: int  # blocks available (train blocks of the split)
     num_samples: int  # n_s: samples this source contributes to the plan
     shard_sizes: tuple[int, ...]  # blocks per shard, in shard order
@@ -51,17 +52,18 @@ class Plan:
     sources: tuple[SourcePlan, ...]
     shuffle: str = "blocks"
     window: int = 8  # shards per shuffle window (shuffle: shards)
+    phases: tuple[Phase, ...] = ()  # none: one set of weights for the whole plan
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """The plan.json record; a plan without phases has no ``phases`` key (as before them)."""
         return {"format": FORMAT, **to_json(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
         """Typed and checked (FieldError names the first field that does not fit)."""
-        return from_json(
-            cls, {k: v for k, v in d.items() if k not in ("format", "fingerprint")}, "plan"
-        )
+        body = {k: v for k, v in d.items() if k not in ("format", "fingerprint")}
+        return from_json(cls, body, "plan")
 
     @cached_property
     def fingerprint(self) -> str:
@@ -70,6 +72,31 @@ class Plan:
     @cached_property
     def _n(self) -> list[int]:
         return [s.num_samples for s in self.sources]
+
+    # -- phases ---------------------------------------------------------------------------
+    @cached_property
+    def spans(self) -> tuple[Phase, ...]:
+        """The plan's phases, or one phase spanning the whole plan when it has none."""
+        if self.phases:
+            return self.phases
+        w = tuple(s.weight for s in self.sources)
+        return (Phase(name=None, until=None, end=self.total, weights=w, counts=tuple(self._n)),)
+
+    @cached_property
+    def _segments(self) -> Segments:
+        return Segments([p.counts for p in self.spans], [p.end for p in self.spans])
+
+    def phase_of(self, i: int) -> int:
+        """The phase holding global sample i (0 without phases; the last one for i = N)."""
+        return int(self._segments.phase_of(i))
+
+    def phase_range(self, p: int) -> tuple[int, int]:
+        """[start, end) of phase p in the global sequence."""
+        return int(self._segments.starts[p]), int(self._segments.ends[p])
+
+    def phase_label(self, p: int) -> str:
+        """``phases[1] (main)``: how reports and errors name a phase (its recipe key)."""
+        return phase_label(p, self.spans[p].name)
 
     # -- interleave -----------------------------------------------------------------------
     def counts(self, m: int) -> list[int]:
@@ -82,11 +109,15 @@ class Plan:
 
     def counts_many(self, ms) -> np.ndarray:
         """``counts(m)`` for an array of m, vectorized: shape [len(ms), num_sources]."""
-        return interleave.counts_many(self._n, self.total, ms)
+        return self._segments.counts_many(ms)
 
     def order(self, starts, length: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sources, ks) of the global samples [a, a + length) for each a in ``starts``."""
-        return interleave.order(self._n, self.total, starts, length)
+        """(sources, ks) of the global samples [a, a + length) for each a in ``starts``.
+
+        k counts a source's samples over the whole plan, across phases: sample k of source s
+        is position k mod B_s of its pass k // B_s (``block_ids``).
+        """
+        return self._segments.order(starts, length)
 
     def locate(self, i: int) -> tuple[int, int]:
         """(source index, k): global sample i is sample k of that source."""
@@ -114,12 +145,13 @@ class Plan:
         )
 
     def restrict(self, name: str) -> Plan:
-        """The same samples of one source alone, in the same order (orders are keyed by name)."""
+        """The same samples of one source alone, in the same order (orders are keyed by name;
+        a source's samples are numbered over the whole plan, so phases need not be kept)."""
         src = next((s for s in self.sources if s.name == name), None)
         if src is None:
             known = ", ".join(s.name for s in self.sources)
             raise PlanError(f"no source {name!r} in the plan (sources: {known})")
-        return replace(self, total=src.num_samples, sources=(src,))
+        return replace(self, total=src.num_samples, sources=(src,), phases=())
 
     # -- accounting -----------------------------------------------------------------------
     def counts_at(self, m: int) -> dict[str, dict[str, int]]:
@@ -150,25 +182,38 @@ def make_plan(
     seed: int,
     seq_len: int,
     names: list[str],
-    weights: list[float],
     blocks: list[int],
     shard_sizes: list[tuple[int, ...]],
     padding: list[int],
+    weights: list[float] | None = None,
+    phases: list[PhaseWeights] | None = None,
     total: int | None = None,
     max_epochs: float | None = None,
+    source_max_epochs: list[float | None] | None = None,
     shuffle: str = "blocks",
     window: int = 8,
 ) -> Plan:
-    """Allocate, check and freeze a plan; PlanError names the source, the numbers and fixes."""
+    """Allocate, check and freeze a plan; PlanError names the source, the numbers and fixes.
+
+    Give ``weights`` (one per source) or ``phases``; a single phase is the same plan as its
+    weights alone (same order, same fingerprint). ``source_max_epochs`` overrides
+    ``max_epochs`` per source (None: the mixture's).
+    """
     for name, b in zip(names, blocks, strict=True):
         if b == 0:
             raise PlanError(
                 f"sources.{name}: no {split} blocks to serve (too little text for one block of"
                 f" {seq_len} tokens); add data, lower seq_len, or use `remainder: pad`"
             )
-    if total is None:
-        total = largest_total_without_repeats(weights, blocks)
-    counts = allocate(weights, total)
+    if phases is not None:
+        check_phases(phases, len(names))
+        if len(phases) == 1:
+            weights, phases = list(phases[0].weights), None
+    alloc = planned_samples(weights=weights, phases=phases, blocks=blocks, total=total)
+    total = alloc.total
+    counts = alloc.per_source
+    if phases is not None:
+        weights = [c / total if total else 0.0 for c in counts]
     srcs = tuple(
         SourcePlan(
             name=nm,
@@ -182,16 +227,15 @@ def make_plan(
             names, weights, blocks, counts, shard_sizes, padding, strict=True
         )
     )
-    if max_epochs is not None:
-        for s in srcs:
-            if s.epochs > max_epochs:
-                need = int(s.num_samples / max_epochs) + 1
-                raise PlanError(
-                    f"sources.{s.name}: the plan repeats it {s.epochs:.2f} times ({s.num_samples:,}"
-                    f" samples from {s.num_blocks:,} blocks), more than mixture.max_epochs"
-                    f" {max_epochs:g}; lower its weight or the total, give it >= {need:,} blocks of"
-                    " data, or raise max_epochs"
-                )
+    records = ()
+    if phases is not None:
+        records = tuple(
+            Phase(name=p.name, until=p.until, end=e, weights=tuple(p.weights), counts=c)
+            for p, e, c in zip(phases, alloc.ends, alloc.counts, strict=True)
+        )
+    check_lengths(records, total)
+    limits = source_max_epochs or [None] * len(names)
+    check_epochs(srcs, records, [max_epochs if x is None else x for x in limits], limits)
     return Plan(
         manifest=manifest,
         split=split,
@@ -201,4 +245,5 @@ def make_plan(
         sources=srcs,
         shuffle=shuffle,
         window=window,
+        phases=records,
     )

@@ -59,16 +59,22 @@ def _extreme(k: np.ndarray, n: np.ndarray, smallest: bool) -> np.ndarray:
 
 
 def order(n_s, total: int, starts, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sources, ks) of the global samples [a, a + length) for each a in ``starts``, in order.
+    """(sources, ks) of the global samples [a, a + length) for each a in ``starts``, in order."""
+    starts = np.asarray(starts, np.int64)
+    return order_ranges(n_s, total, starts, starts + length)
+
+
+def order_ranges(n_s, total: int, starts, ends) -> tuple[np.ndarray, np.ndarray]:
+    """(sources, ks) of the samples [a, b) for each (a, b) of ``starts``, ``ends``, in order.
 
     Vectorized: the per-source counts at both ends of every range come from
     :func:`counts_many`; inside a range, samples are sorted by key. Floats order the keys
     monotonically (a correctly rounded division never inverts two rationals) but may tie
     distinct ones, so equal-float neighbours are checked exactly.
     """
-    starts = np.asarray(starts, np.int64)
+    starts, ends = np.asarray(starts, np.int64), np.asarray(ends, np.int64)
     num_src = len(n_s)
-    ca, cb = counts_many(n_s, total, starts), counts_many(n_s, total, starts + length)
+    ca, cb = counts_many(n_s, total, starts), counts_many(n_s, total, ends)
     cnt = (cb - ca).ravel()
     total = int(cnt.sum())
     group = np.repeat(np.arange(cnt.size), cnt)

@@ -61,7 +61,7 @@ def describe_block(
 def describe_sample(
     manifest: Manifest, plan: Plan, n: int, cache_dir: str | os.PathLike | None = None
 ) -> dict:
-    """Which source, pass and block global sample n is, and that block decoded."""
+    """Which source, pass and block global sample n is (and its phase), and that block decoded."""
     if not 0 <= n < plan.total:
         raise UsageError(f"--sample {n:,} is outside the plan's [0, {plan.total:,})")
     s, k = plan.locate(n)
@@ -76,14 +76,21 @@ def describe_sample(
         pass_index=k // src.num_blocks,
         passes=src.passes,
     )
+    if plan.phases:
+        p = plan.phase_of(n)
+        out.update(phase=p, phase_label=plan.phase_label(p), phase_range=plan.phase_range(p))
     return out
 
 
 def render(info: dict, console: Console) -> None:
     head = f"{info['source']}/{info['split']} block {info['block']:,} of {info['blocks']:,}"
     if "sample" in info:
+        where = ""
+        if "phase" in info:
+            a, b = info["phase_range"]
+            where = f", in {info['phase_label']} (samples {a:,}-{b - 1:,})"
         console.print(
-            f"sample {info['sample']:,} of {info['total']:,}: {info['source']}, its sample"
+            f"sample {info['sample']:,} of {info['total']:,}{where}: {info['source']}, its sample"
             f" {info['k']:,} of {info['num_samples']:,} (pass {info['pass_index'] + 1} of"
             f" {info['passes']}), {head}",
             highlight=False,

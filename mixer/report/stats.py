@@ -23,8 +23,13 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> d
     "manifest", "plan", "sources": {NAME: {"weight", "documents", "tokens", "blocks",
     "dropped_tokens", "padding_tokens", "skipped", "samples", "samples_share", "tokens_share",
     "epochs", "passes", "val": {"documents", "tokens", "blocks", "dropped_tokens",
-    "padding_tokens"}}}, "warnings": [str], and with at_sample: "at_sample", "consumed":
-    {NAME: {"samples", "tokens"}}}.
+    "padding_tokens"}}}, "phases": [{"index", "name", "until", "start", "end", "samples",
+    "sources": {NAME: {"weight", "samples", "share", "epochs"}}}], "warnings": [str], and with
+    at_sample: "at_sample", "at_phase", "consumed": {NAME: {"samples", "tokens"}}}.
+
+    A plan without phases has one phase spanning it. A phase's ``share`` is of the phase's
+    samples; its ``epochs`` are the source's passes at the end of the phase, counted from the
+    start of the plan. With phases, a source's ``weight`` is null (the phases hold them).
     """
     served = plan.counts_at(plan.total)
     total_tokens = sum(c["tokens"] for c in served.values())
@@ -56,30 +61,76 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> d
         "manifest": manifest.fingerprint,
         "plan": plan.fingerprint,
         "sources": sources,
-        "warnings": warnings(sources, manifest.sources),
+        "phases": phase_summary(plan, list(sources)),
+        "warnings": [],
     }
+    out["warnings"] = warnings(sources, manifest.sources, out["phases"])
     if at_sample is not None:
         if not 0 <= at_sample <= plan.total:
             raise UsageError(f"sample {at_sample:,} is beyond the plan's {plan.total:,} samples")
         out["at_sample"] = at_sample
+        out["at_phase"] = plan.phase_of(at_sample)
         out["consumed"] = plan.counts_at(at_sample)
     return out
 
 
-def warnings(sources: dict, built: dict) -> list[str]:
-    """Risky plans in plain words."""
+def phase_summary(plan: Plan, names: list[str]) -> list[dict]:
+    """Per phase: its span and, per source (in the order of ``names``), weight, samples, share
+    of the phase, and epochs (passes over its blocks) reached by the end of the phase."""
+    out, seen = [], [0] * len(plan.sources)
+    index = {src.name: s for s, src in enumerate(plan.sources)}
+    for p, ph in enumerate(plan.spans):
+        start, end = plan.phase_range(p)
+        srcs = {}
+        for name in names:
+            s, src = index[name], plan.sources[index[name]]
+            seen[s] += ph.counts[s]
+            srcs[name] = {
+                "weight": ph.weights[s],
+                "samples": ph.counts[s],
+                "share": ph.counts[s] / (end - start) if end > start else 0.0,
+                "epochs": round(seen[s] / src.num_blocks, 6),
+            }
+        out.append(
+            {
+                "index": p,
+                "name": ph.name,
+                "until": ph.until,
+                "start": start,
+                "end": end,
+                "samples": end - start,
+                "sources": srcs,
+            }
+        )
+    return out
+
+
+def _crossing(phases: list[dict], name: str, epochs: float) -> str:
+    """ ", phases[1] (main) takes it past 4": the phase whose end first exceeds ``epochs``."""
+    if len(phases) < 2:
+        return ""
+    p = next(ph for ph in phases if ph["sources"][name]["epochs"] > epochs)
+    label = f"phases[{p['index']}]" + (f" ({p['name']})" if p["name"] else "")
+    return f", {label} takes it past {epochs:g}"
+
+
+def warnings(sources: dict, built: dict, phases: list[dict]) -> list[str]:
+    """Risky plans in plain words; with phases, the phase that causes a repetition."""
     out = []
     least = min((s["epochs"] for s in sources.values()), default=0)
     for name, s in sources.items():
         if s["epochs"] > REPEAT_WARNING:
             out.append(
-                f"{name} is repeated {s['epochs']:.1f} times (more than {REPEAT_WARNING}): models"
-                " degrade when small data repeats; add data, lower its weight or the total"
+                f"{name} is repeated {s['epochs']:.1f} times (more than {REPEAT_WARNING}"
+                f"{_crossing(phases, name, REPEAT_WARNING)}): models degrade when small data"
+                " repeats; add data, lower its weight or the total"
             )
         if least and s["epochs"] >= 2 * least and s["epochs"] > 1:
+            weight = "" if s["weight"] is None else f" {s['weight']:g}"
             out.append(
-                f"{name} has too little data for its weight {s['weight']:g}: it repeats"
+                f"{name} has too little data for its weight{weight}: it repeats"
                 f" {s['epochs']:.1f} times while another source repeats {least:.1f} times"
+                f"{_crossing(phases, name, 1)}"
             )
         policy = built[name].validation
         if not (policy.docs or policy.fraction):
@@ -121,7 +172,7 @@ def render_table(summary: dict, console: Console) -> None:
         table.add_row(
             name,
             "train",
-            f"{s['weight']:g}",
+            "phases" if s["weight"] is None else f"{s['weight']:g}",
             f"{s['documents']:,}",
             f"{s['tokens']:,}",
             f"{s['blocks']:,}",
@@ -164,6 +215,8 @@ def render_table(summary: dict, console: Console) -> None:
         "",
     )
     console.print(table)
+    if len(summary["phases"]) > 1:
+        console.print(phase_table(summary))
     for name, s in summary["sources"].items():
         if s["skipped"]:
             counts = ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items())
@@ -174,6 +227,47 @@ def render_table(summary: dict, console: Console) -> None:
             f"{k} {v['samples']:,} samples / {v['tokens']:,} tokens"
             for k, v in summary["consumed"].items()
         ]
-        console.print(f"consumed by sample {n:,}: " + "; ".join(parts), highlight=False)
+        where = ""
+        if len(summary["phases"]) > 1:
+            ph = summary["phases"][summary["at_phase"]]
+            where = f" (in {_label(ph)}, samples {ph['start']:,}-{ph['end'] - 1:,})"
+        console.print(f"consumed by sample {n:,}{where}: " + "; ".join(parts), highlight=False)
     for w in summary["warnings"]:
         console.print(f"[yellow]warning[/]: {w}", highlight=False)
+
+
+def _label(phase: dict) -> str:
+    return f"phases[{phase['index']}]" + (f" ({phase['name']})" if phase["name"] else "")
+
+
+def phase_table(summary: dict) -> Table:
+    """A row block per phase (each source's weight, samples, share of the phase and epochs by
+    its end), then each source's totals over the plan."""
+    phases = summary["phases"]
+    table = Table(title=f"{len(phases)} phases over {summary['total_samples']:,} samples")
+    for col in ("phase", "global samples", "source", "weight", "samples", "share %", "epochs"):
+        table.add_column(col, justify="left" if col in ("phase", "source") else "right")
+    for ph in phases:
+        for i, (name, s) in enumerate(ph["sources"].items()):
+            table.add_row(
+                _label(ph) if i == 0 else "",
+                f"{ph['start']:,}-{ph['end'] - 1:,}" if i == 0 else "",
+                name,
+                f"{s['weight']:g}" if s["weight"] else "-",
+                f"{s['samples']:,}",
+                f"{100 * s['share']:.1f}",
+                f"{s['epochs']:.2f}",
+            )
+        table.add_section()
+    for i, (name, s) in enumerate(summary["sources"].items()):
+        table.add_row(
+            "whole plan" if i == 0 else "",
+            f"0-{summary['total_samples'] - 1:,}" if i == 0 else "",
+            name,
+            "",
+            f"{s['samples']:,}",
+            f"{100 * s['samples_share']:.1f}",
+            f"{s['epochs']:.2f}",
+        )
+    table.caption = "share %: of the phase's samples; epochs: passes over the source by its end"
+    return table

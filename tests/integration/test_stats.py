@@ -64,6 +64,17 @@ def test_json_matches_the_manifest_and_the_plan(cli, out):
         assert src["epochs"] == pytest.approx(src["samples"] / src["blocks"])
         assert src["passes"] == -(-src["samples"] // src["blocks"])
     assert s["sources"]["books"]["samples_share"] == pytest.approx(0.5)
+    # without phases: one phase spanning the plan, with the sources' weights
+    (phase,) = s["phases"]
+    assert (phase["index"], phase["name"], phase["until"]) == (0, None, None)
+    assert (phase["start"], phase["end"], phase["samples"]) == (0, 8000, 8000)
+    for name, src in s["sources"].items():
+        assert phase["sources"][name] == {
+            "weight": src["weight"],
+            "samples": src["samples"],
+            "share": src["samples_share"],
+            "epochs": src["epochs"],
+        }
 
 
 def test_consumed_equals_iteration(cli, out, tmp_path):
@@ -71,6 +82,7 @@ def test_consumed_equals_iteration(cli, out, tmp_path):
     by_sample = stats_json(cli, out, "--at-sample", 1000)
     by_step = stats_json(cli, out, "--at-step", 25, "--batch-size", 10, "--world-size", 4)
     assert by_sample["consumed"] == by_step["consumed"]
+    assert by_sample["at_phase"] == 0
     raw = StreamingMixture(out, cache_dir=tmp_path)
     last = {}
     for name in ("books", "web", "zh"):
@@ -90,6 +102,7 @@ def test_table_and_warnings(cli, out):
     for word in ("books", "web", "zh", "train", "val", "8,000", "epochs", "samples %", "total"):
         assert word in text
     assert "warning: web has no validation split" in text
+    assert "phases over" not in text and "phases[" not in text  # no phase block without phases
     assert "warning: zh is repeated" in text  # 3,200 samples from ~140 blocks of zh
     s = stats_json(cli, out)
     assert any(w.startswith("zh has too little data for its weight") for w in s["warnings"])

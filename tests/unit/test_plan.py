@@ -27,8 +27,12 @@ def plan_of(
     padding=None,
     max_epochs=None,
     seed=0,
+    phases=None,
+    own=None,
 ):
-    S = len(weights)
+    """A plan over sources s0, s1, ... (37 blocks each unless given): ``weights``, or ``phases``
+    (then ``weights`` is None and ``blocks`` gives the sources); ``own``: max_epochs per source."""
+    S = len(weights) if weights is not None else len(blocks)
     blocks = blocks or [37] * S
     shard_sizes = shard_sizes or [(b,) for b in blocks]
     return make_plan(
@@ -38,11 +42,13 @@ def plan_of(
         seq_len=16,
         names=[f"s{i}" for i in range(S)],
         weights=weights,
+        phases=phases,
         blocks=blocks,
         shard_sizes=shard_sizes,
         padding=padding or [0] * S,
         total=total,
         max_epochs=max_epochs,
+        source_max_epochs=own,
         shuffle=shuffle,
     )
 
