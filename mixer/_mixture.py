@@ -66,17 +66,17 @@ def parse_mixture(k: Keys) -> MixtureSpec:
     if samples is not None and tokens is not None:
         raise k.error("give samples or tokens, not both")
     max_epochs = positive(k, "max_epochs")
-    shuffle = k.choice("shuffle", SHUFFLES, default="blocks")
-    window = k.int("window", default=8, minimum=1)
+    shuffle = k.choice("shuffle", SHUFFLES)
+    window = k.int("window", minimum=1)
     phases = _phases(k) if "phases" in k.data else None
     k.finish()
+    given = {"shuffle": shuffle, "window": window}  # the rest: MixtureSpec's defaults
     return MixtureSpec(
         samples=samples,
         tokens=tokens,
         max_epochs=max_epochs,
-        shuffle=shuffle,
-        window=window,
         phases=phases,
+        **{k: v for k, v in given.items() if v is not None},
     )
 
 

@@ -97,9 +97,10 @@ class Keys:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         return float(self._typed(key, v, ok, "a number"))
 
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = None) -> Any:
         v = self._get(key, False)
-        v = default if v is _MISSING else v
+        if v is _MISSING:
+            return default
         if v not in choices:
             raise self.error(f"must be one of {', '.join(choices)}, got {v!r}", key=key)
         return v
@@ -108,10 +109,11 @@ class Keys:
         v = self._get(key, required)
         return Keys(None if v is _MISSING else v, self.path(key), self.origin)
 
-    def size(self, key: str, default: int) -> int:
+    def size(self, key: str, default: Any = None) -> Any:
         """A byte size: an integer or a string such as ``64MiB``, ``500MB`` (1KiB to 4GiB)."""
-        value = self.data.get(key, default)
-        self.used(key)
+        value = self._get(key, False)
+        if value is _MISSING:
+            return default
         if isinstance(value, int) and not isinstance(value, bool):
             n = value
         elif isinstance(value, str) and (m := _SIZE_RE.match(value)):

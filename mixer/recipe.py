@@ -8,6 +8,7 @@ keys. Relative paths resolve against the recipe's folder. Every mistake raises
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import glob
 import os
 import re
@@ -139,11 +140,11 @@ def parse_recipe(
     top = Keys(data, "", origin)
     name = top.str("name", default=Path(origin).stem)
     seq_len = top.int("seq_len", required=True, minimum=2)
-    seed = top.int("seed", default=0, minimum=0)
-    packing = top.choice("packing", ("concat",), default="concat")
-    remainder = top.choice("remainder", ("drop", "pad"), default="drop")
-    shard_size = top.size("shard_size", DEFAULT_SHARD_SIZE)
-    max_doc = top.size("max_document_bytes", DEFAULT_MAX_DOCUMENT)
+    seed = top.int("seed", minimum=0)
+    packing = top.choice("packing", ("concat",))
+    remainder = top.choice("remainder", ("drop", "pad"))
+    shard_size = top.size("shard_size")
+    max_doc = top.size("max_document_bytes")  # every source's, unless it sets its own
     tok = _tokenizer(top.mapping("tokenizer", required=True), base)
     default_val = _validation(top.mapping("validation"))
     mixture = parse_mixture(top.mapping("mixture"))
@@ -158,7 +159,8 @@ def parse_recipe(
     )
     check_weights(mixture, sources, origin)
     top.finish()
-    return Recipe(
+    return _given(
+        Recipe,
         name=name,
         seq_len=seq_len,
         seed=seed,
@@ -171,6 +173,31 @@ def parse_recipe(
         output=out,
         path=origin,
     )
+
+
+def _given(cls, **values):
+    """``cls`` from the values the recipe gave (None: not given): a field not given takes the
+    dataclass's default, so each default is written once, on the dataclass."""
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    return cls(**{k: v for k, v in values.items() if v is not None or k in required})
+
+
+def _check_encoding(k: Keys, encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise RecipeError(
+            f"{k.origin}: {k.path('encoding')}: unknown encoding {encoding!r}"
+        ) from None
+    if not "\n a".encode(encoding, "replace").endswith(b"\n a"):  # utf-8-sig adds a BOM
+        raise RecipeError(
+            f"{k.origin}: {k.path('encoding')}: {encoding} is not ASCII-compatible; inputs are"
+            " split into lines on b'\\n': convert the files to UTF-8 (iconv -t UTF-8)"
+        )
 
 
 def _tokenizer(k: Keys, base: Path) -> TokenizerSpec:
@@ -186,13 +213,14 @@ def _tokenizer(k: Keys, base: Path) -> TokenizerSpec:
         raise k.error(
             "tiktoken needs `pattern:`", f"({', '.join(TIKTOKEN_PATTERNS)} or a literal regex)"
         )
-    spec = TokenizerSpec(
+    spec = _given(
+        TokenizerSpec,
         kind=kind,
         location=location,
         pattern=pattern,
         revision=k.str("revision") if kind == "hf" else None,
-        bos=k.bool("bos", default=False),
-        eos=k.bool("eos", default=True),
+        bos=k.bool("bos"),
+        eos=k.bool("eos"),
         bos_token=k.str("bos_token"),
         eos_token=k.str("eos_token"),
     )
@@ -233,25 +261,17 @@ def _source(
     has_files, has_hf, has_from = "files" in k.data, "hf" in k.data, "from" in k.data
     if has_files + has_hf + has_from != 1:
         raise k.error("give exactly one of files, hf or from")
-    txt_mode = k.choice("txt_mode", TXT_MODES, default="file")
-    encoding = k.str("encoding", default="utf-8")
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise RecipeError(
-            f"{k.origin}: {k.path('encoding')}: unknown encoding {encoding!r}"
-        ) from None
-    if not "\n a".encode(encoding, "replace").endswith(b"\n a"):  # utf-8-sig adds a BOM
-        raise RecipeError(
-            f"{k.origin}: {k.path('encoding')}: {encoding} is not ASCII-compatible; inputs are"
-            " split into lines on b'\\n': convert the files to UTF-8 (iconv -t UTF-8)"
-        )
+    txt_mode = k.choice("txt_mode", TXT_MODES)
+    encoding = k.str("encoding")
+    if encoding is not None:
+        _check_encoding(k, encoding)
     val = _validation(k.mapping("validation")) if "validation" in k.data else default_val
     max_doc = k.size("max_document_bytes", max_doc)
-    spec = SourceSpec(
+    spec = _given(
+        SourceSpec,
         name=name,
         weight=weight,
-        text_field=k.str("text_field", default="text"),
+        text_field=k.str("text_field"),
         encoding=encoding,
         txt_mode=txt_mode,
         validation=val,
@@ -304,13 +324,14 @@ def _hf(k: Keys, base: Path) -> HFSpec:
         path = str(local.resolve())
     data_files = k.data.get("data_files")
     k.used("data_files")
-    spec = HFSpec(
+    spec = _given(
+        HFSpec,
         path=path,
         name=k.str("name"),
-        split=k.str("split", default="train"),
+        split=k.str("split"),
         data_files=_resolve_data_files(k, data_files, base),
         revision=k.str("revision"),
-        streaming=k.bool("streaming", default=True),
+        streaming=k.bool("streaming"),
     )
     k.finish()
     return spec
