@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import json
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,9 +223,6 @@ def _tokenize(work, recipe, tok, units, hashes, workers, strict, bar, encoder, e
         if fast is None and encoder == "tiktoken":
             raise TokenizerError(f"--encoder tiktoken: cannot be used: {how}")
     bar.note(how)
-    # `import streaming` takes seconds (torch, transformers); the merge needs it, and this
-    # process only waits while the workers tokenize: import it meanwhile.
-    threading.Thread(target=importlib.import_module, args=("streaming",), daemon=True).start()
     setup = functools.partial(_setup, tok.json, tok.bos_id, tok.eos_id, tok.dtype, fast)
     tasks = []
     for s in recipe.sources:

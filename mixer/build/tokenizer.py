@@ -247,15 +247,17 @@ class Encoder:
     def _specials(self, bos_id: int | None, eos_id: int | None, dtype: str) -> None:
         self.bos_id, self.eos_id, self.dtype = bos_id, eos_id, np.dtype(dtype)
 
-    def _ids(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
+    def _flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids of the texts concatenated, int64 lengths); TypeError for lone surrogates."""
+        ids = [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        return np.fromiter(chain.from_iterable(ids), self.dtype, int(lengths.sum())), lengths
 
     def encode(self, texts: list[str], first=None, last=None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, lengths) of the texts concatenated; BOS before the texts where ``first`` (default
         all) and EOS after those where ``last`` (pieces of one long document get them once)."""
-        ids = self._ids(texts)
-        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
-        flat = np.fromiter(chain.from_iterable(ids), self.dtype, int(lengths.sum()))
+        flat, lengths = self._flat(texts)
+        flat = flat.astype(self.dtype, copy=False)
         n = len(texts)
         bos = np.ones(n, bool) if first is None else np.asarray(first, bool)
         eos = np.ones(n, bool) if last is None else np.asarray(last, bool)
