@@ -12,30 +12,27 @@ rename. Results are merged in unit order, so the bytes written do not depend on 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 
-from mixer import __version__
 from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.planfile import save_plan, train_plan
 from mixer.build import reuse
 from mixer.build import tiktoken_fast as backend
 from mixer.build.executors import LocalExecutor, RayExecutor, default_workers, emit, worker_state
-from mixer.build.merge import merge_source
+from mixer.build.merge import SourceMerge
 from mixer.build.outdir import BuildDir, write_error
 from mixer.build.progress import BuildProgress
-from mixer.build.readers import read_unit
 from mixer.build.record import report, write_manifest
 from mixer.build.tiktoken_fast import TiktokenEncoder, TiktokenSpec
 from mixer.build.tokenizer import Encoder, TokenizerInfo, load_tokenizer
 from mixer.build.units import Unit, plan_units
-from mixer.build.worker import UnitResult, load_record, run_unit
+from mixer.build.worker import UnitResult, load_record, run_unit, save_record, unit_key
 from mixer.errors import MixerError, RecipeError, TokenizerError
 from mixer.recipe import Recipe, SourceSpec
 
@@ -47,7 +44,6 @@ class _Task:
     work_dir: Path
     strict: bool
     keep_smallest: int
-    key: str
 
 
 def _setup(tokenizer_json: str, bos_id, eos_id, dtype: str, fast: TiktokenSpec | None) -> dict:
@@ -64,7 +60,6 @@ def _run(task: _Task) -> UnitResult:
         task.work_dir,
         strict=task.strict,
         keep_smallest=task.keep_smallest,
-        key=task.key,
         progress=emit,
     )
 
@@ -185,21 +180,32 @@ def _build_into(
     for stale in ("sources", "tokenizer"):  # from a merge an earlier run did not finish
         shutil.rmtree(work / stale, ignore_errors=True)
     hashes = {f["path"]: f["sha256"] for d in decisions.values() for f in d.inputs or []}
-    results, reused = _tokenize(
-        work, recipe, tok, units, hashes, workers, strict, bar, encoder, *engine
+    merges = {
+        name: SourceMerge(recipe, spec, units[name], tok.dtype, tok.pad_id, work)
+        for spec in recipe.sources
+        if (name := spec.name) in units
+    }
+    built: dict[str, dict] = {}
+
+    def finished(result: UnitResult) -> None:  # every unit, in unit order, as soon as it is in
+        merge = merges[result.source]
+        merge.add(result)
+        if merge.done:
+            built[result.source] = merge.finish()
+
+    reused, num_units = _tokenize(
+        work, recipe, tok, units, hashes, workers, strict, bar, encoder, *engine, finished
     )
     records = {}
     for s in recipe.sources:
         d = decisions[s.name]
         if d.linked is None:
-            got = [results[s.name, u.index] for u in units[s.name]]
-            rec = merge_source(recipe, s, units[s.name], got, tok.dtype, tok.pad_id, work)
             inputs = {"hf": dict(s.hf.__dict__)} if s.hf else {"files": d.inputs}
             records[s.name] = {
                 "weight": s.weight,
                 "key": d.key,
                 "inputs": {**inputs, "units": len(units[s.name])},
-                **rec,
+                **built[s.name],
             }
         else:
             src, name = d.linked
@@ -208,91 +214,52 @@ def _build_into(
     shutil.rmtree(work / "units", ignore_errors=True)
     manifest = write_manifest(recipe, tok, ident, decisions, records, work)
     save_plan(train_plan(manifest, recipe.to_dict()["mixture"]), work)
-    return manifest, reused, len(results)
+    return manifest, reused, num_units
 
 
-def _tokenize(work, recipe, tok, units, hashes, workers, strict, bar, encoder, engine, address):
-    """Run every unit not finished by an earlier run; ({(source, unit): result}, reused)."""
-    results: dict[tuple[str, int], UnitResult] = {}
+def _tokenize(
+    work, recipe, tok, units, hashes, workers, strict, bar, encoder, engine, address, finished
+) -> tuple[int, int]:
+    """Run every unit not finished by an earlier run, and hand each unit's result to
+    ``finished`` in unit order (reused ones included) as soon as it and those before it are
+    in; (units reused, units in all)."""
     if not units:
-        return results, 0
+        return 0, 0
     if encoder == "tokenizers":
         fast, how = None, "encoding with tokenizers (as asked)"
     else:
-        fast, how = backend.choose(tok, recipe.tokenizer.pattern, _samples(recipe, units))
+        fast, how = backend.choose(
+            tok, recipe.tokenizer.pattern, backend.sample_texts(recipe, units)
+        )
         if fast is None and encoder == "tiktoken":
             raise TokenizerError(f"--encoder tiktoken: cannot be used: {how}")
     bar.note(how)
     setup = functools.partial(_setup, tok.json, tok.bos_id, tok.eos_id, tok.dtype, fast)
+    order = [(s, u) for s in recipe.sources for u in units.get(s.name, [])]
+    keys = {(u.source, u.index): unit_key(u, s, tok, strict, hashes) for s, u in order}
+    done: dict[tuple[str, int], UnitResult] = {}
     tasks = []
-    for s in recipe.sources:
-        for u in units.get(s.name, []):
-            key = _unit_key(u, s, tok, strict, hashes)
-            done = load_record(work, u, key)
-            if done is None:
-                tasks.append(
-                    _Task(
-                        unit=u,
-                        spec=s,
-                        work_dir=work,
-                        strict=strict,
-                        keep_smallest=s.validation.docs or 0,
-                        key=key,
-                    )
-                )
-            else:
-                results[u.source, u.index] = done
-                bar.update("unit", u.source, u.index, done.documents, done.tokens, done.bytes)
+    for s, u in order:
+        r = load_record(work, u, keys[u.source, u.index])
+        if r is None:
+            keep = s.validation.docs or 0
+            tasks.append(_Task(unit=u, spec=s, work_dir=work, strict=strict, keep_smallest=keep))
+        else:
+            done[u.source, u.index] = r
+            bar.update("unit", u.source, u.index, r.documents, r.tokens, r.bytes)
     if engine == "ray":
         executor = RayExecutor(address, setup, num_cpus=workers)
     else:
         executor = LocalExecutor(workers, setup, on_event=bar.update)
+    itemsize = np.dtype(tok.dtype).itemsize
     with bar, executor as ex:
-        for r in ex.map(_run, tasks):
-            results[r.source, r.index] = r
-            if engine == "ray":  # Ray tasks report when they are done
-                bar.update("unit", r.source, r.index, r.documents, r.tokens, r.bytes)
-    return results, len(results) - len(tasks)
-
-
-def _samples(recipe: Recipe, units: dict[str, list[Unit]], chars: int = 200_000) -> list[str]:
-    """The first documents of each source to build (about ``chars`` characters each), for
-    the check that the fast encoding backend gives the same ids."""
-    out = []
-    for s in recipe.sources:
-        got = 0
-        for u in units.get(s.name, [])[:4]:
-            for _, text, reason in read_unit(u, s):
-                if reason is None and _valid(text):
-                    out.append(text[:20_000])
-                    got += len(out[-1])
-                if got >= chars:
-                    break
-            if got >= chars:
-                break
-    return out
-
-
-def _valid(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:  # lone surrogates: the workers count and skip them
-        return False
-
-
-def _unit_key(
-    unit: Unit, spec: SourceSpec, tok: TokenizerInfo, strict: bool, hashes: dict[str, str]
-) -> str:
-    """What a unit's output depends on: reuse a finished unit only if all of it is unchanged."""
-    parts = {
-        "unit": unit.__dict__,
-        "input": hashes.get(unit.path),
-        "hf": spec.hf.__dict__ if spec.hf else None,
-        "reading": [spec.text_field, spec.encoding, spec.txt_mode, spec.max_document_bytes],
-        "validation": [bool(spec.validation.active), spec.validation.docs or 0],
-        "tokenizer": [tok.fingerprint, tok.bos_id, tok.eos_id, tok.dtype],
-        "strict": strict,
-        "mixer": __version__,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+        fresh = ex.map(_run, tasks)  # in task order, which is unit order
+        for _, u in order:
+            r = done.get((u.source, u.index))
+            if r is None:
+                r = next(fresh)
+                save_record(work, u, keys[u.source, u.index], r, itemsize)
+                if engine == "ray":  # Ray tasks report when they are done
+                    bar.update("unit", r.source, r.index, r.documents, r.tokens, r.bytes)
+            finished(r)
+    return len(done), len(order)

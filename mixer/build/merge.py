@@ -1,5 +1,6 @@
 """The merge phase: a source's spill files, in unit order, routed to train or validation by
-each document's text hash, packed into blocks and written as MDS shards."""
+each document's text hash, packed into blocks and written as MDS shards, while the build's
+later units are still being tokenized."""
 
 from __future__ import annotations
 
@@ -67,35 +68,57 @@ class _Split:
         }
 
 
-def merge_source(
-    recipe: Recipe,
-    spec: SourceSpec,
-    units: list[Unit],
-    results: list[UnitResult],
-    dtype: str,
-    pad_id: int,
-    work: Path,
-) -> dict:
-    """Pack and write one source; its manifest record (without inputs, key or weight)."""
-    skipped: dict[str, int] = {}
-    examples: list[list[str]] = []
-    for r in results:
-        for reason, n in r.skipped.items():
-            skipped[reason] = skipped.get(reason, 0) + n
-        examples += [list(e) for e in r.examples]
-    kept = sum(r.documents for r in results)
-    if kept == 0:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) or "no input records"
-        raise InputError(
-            f"sources.{spec.name}: no document kept ({counts}); check the files and text_field"
-            f" ({spec.text_field!r})"
+class SourceMerge:
+    """Packs one source's units into shards as they finish, in unit order, while later units
+    are still being tokenized: the merge overlaps the tokenizing instead of following it.
+
+    With ``validation: docs: N`` the split threshold depends on every unit (the N smallest
+    hashes of the source), so such a source is packed once its last unit is in.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        spec: SourceSpec,
+        units: list[Unit],
+        dtype: str,
+        pad_id: int,
+        work: Path,
+    ):
+        self.recipe, self.spec, self.units, self.dtype, self.pad_id = (
+            recipe,
+            spec,
+            units,
+            dtype,
+            pad_id,
         )
-    threshold = _val_threshold(spec.validation, results)
-    root = work / "sources" / spec.name
-    train, val = _Split(recipe, dtype, root / "train"), _Split(recipe, dtype, root / "val")
-    for unit in units:
-        tok_path, doc_path = unit_paths(work, unit)
-        for tokens, lengths, doc_hashes, cont, whole in _chunks(tok_path, doc_path, dtype):
+        self.work = work
+        self.results: list[UnitResult | None] = [None] * len(units)
+        self.merged = 0  # units packed so far (a prefix)
+        self.threshold = None if spec.validation.docs else _val_threshold(spec.validation, [])
+        root = work / "sources" / spec.name
+        self.train = _Split(recipe, dtype, root / "train")
+        self.val = _Split(recipe, dtype, root / "val")
+
+    def add(self, result: UnitResult) -> None:
+        """A finished unit (any order): packs every unit whose predecessors are all in."""
+        self.results[result.index] = result
+        if self.spec.validation.docs:
+            if self.merged or any(r is None for r in self.results):
+                return
+            self.threshold = _val_threshold(self.spec.validation, self.results)
+        while self.merged < len(self.units) and self.results[self.merged] is not None:
+            self._pack(self.units[self.merged])
+            self.merged += 1
+
+    @property
+    def done(self) -> bool:
+        return self.merged == len(self.units)
+
+    def _pack(self, unit: Unit) -> None:
+        tok_path, doc_path = unit_paths(self.work, unit)
+        threshold = self.threshold
+        for tokens, lengths, doc_hashes, cont, whole in _chunks(tok_path, doc_path, self.dtype):
             if threshold is None:
                 is_val = np.zeros(len(doc_hashes), bool)
             else:
@@ -103,18 +126,40 @@ def merge_source(
             tok_val = np.repeat(is_val, lengths)
             starts = is_val[1:] if cont else is_val  # the documents that start in this chunk
             first_val = bool(is_val[0])
-            train.feed(tokens[~tok_val], lengths[~is_val], cont and not first_val, whole[~starts])
-            val.feed(tokens[tok_val], lengths[is_val], cont and first_val, whole[starts])
-    record = {
-        "validation": {"docs": spec.validation.docs, "fraction": spec.validation.fraction},
-        "skipped": dict(sorted(skipped.items())),
-        "skipped_examples": examples[:5],
-        "train": train.finish(recipe.remainder, pad_id),
-        "val": val.finish(recipe.remainder, pad_id),
-    }
-    record["train"]["skipped"] = record["skipped"]  # a skipped document never reaches a split
-    record["val"]["skipped"] = {}
-    return record
+            self.train.feed(
+                tokens[~tok_val], lengths[~is_val], cont and not first_val, whole[~starts]
+            )
+            self.val.feed(tokens[tok_val], lengths[is_val], cont and first_val, whole[starts])
+
+    def finish(self) -> dict:
+        """The source's manifest record (without inputs, key or weight), every unit packed."""
+        assert self.done
+        results = self.results
+        skipped: dict[str, int] = {}
+        examples: list[list[str]] = []
+        for r in results:
+            for reason, n in r.skipped.items():
+                skipped[reason] = skipped.get(reason, 0) + n
+            examples += [list(e) for e in r.examples]
+        if sum(r.documents for r in results) == 0:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
+            raise InputError(
+                f"sources.{self.spec.name}: no document kept ({counts or 'no input records'});"
+                f" check the files and text_field ({self.spec.text_field!r})"
+            )
+        record = {
+            "validation": {
+                "docs": self.spec.validation.docs,
+                "fraction": self.spec.validation.fraction,
+            },
+            "skipped": dict(sorted(skipped.items())),
+            "skipped_examples": examples[:5],
+            "train": self.train.finish(self.recipe.remainder, self.pad_id),
+            "val": self.val.finish(self.recipe.remainder, self.pad_id),
+        }
+        record["train"]["skipped"] = record["skipped"]  # a skipped document never reaches a split
+        record["val"]["skipped"] = {}
+        return record
 
 
 def _chunks(tok_path: Path, doc_path: Path, dtype: str):

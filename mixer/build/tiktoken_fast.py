@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer.build.readers import read_unit
 from mixer.build.tokenizer import (
     PATTERNS,
     Encoder,
@@ -24,6 +25,8 @@ from mixer.build.tokenizer import (
     _byte_encoder,
     read_tiktoken_ranks,
 )
+from mixer.build.units import Unit
+from mixer.recipe import Recipe
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -170,3 +173,29 @@ def choose(info: TokenizerInfo, pattern: str | None, samples: list[str]):
 def _same(a, la, b, lb, i) -> bool:
     sa, sb = int(la[:i].sum()), int(lb[:i].sum())
     return la[i] == lb[i] and np.array_equal(a[sa : sa + la[i]], b[sb : sb + lb[i]])
+
+
+def sample_texts(recipe: Recipe, units: dict[str, list[Unit]], chars: int = 200_000) -> list[str]:
+    """The first documents of each source to build (about ``chars`` characters each), for
+    the check that the fast encoding backend gives the same ids."""
+    out = []
+    for s in recipe.sources:
+        got = 0
+        for u in units.get(s.name, [])[:4]:
+            for _, text, reason in read_unit(u, s):
+                if reason is None and _valid(text):
+                    out.append(text[:20_000])
+                    got += len(out[-1])
+                if got >= chars:
+                    break
+            if got >= chars:
+                break
+    return out
+
+
+def _valid(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # lone surrogates: the workers count and skip them
+        return False

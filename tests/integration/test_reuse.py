@@ -47,7 +47,7 @@ def forbid(monkeypatch):
         if "shards" in what:
             reader = mixer.artifacts.shards.ShardReader
             monkeypatch.setattr(reader, "__init__", boom("read a shard"))
-            monkeypatch.setattr(mixer.build, "merge_source", boom("pack a source"))
+            monkeypatch.setattr(mixer.build, "SourceMerge", boom("pack a source"))
 
     return apply
 
