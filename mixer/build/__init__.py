@@ -17,23 +17,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 
 from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.planfile import save_plan, train_plan
 from mixer.build import reuse
-from mixer.build import tiktoken_fast as backend
-from mixer.build.executors import LocalExecutor, RayExecutor, default_workers, emit, worker_state
+from mixer.build.executors import default_workers, emit, worker_state
 from mixer.build.merge import SourceMerge
 from mixer.build.outdir import BuildDir, write_error
 from mixer.build.progress import BuildProgress
 from mixer.build.record import report, write_manifest
 from mixer.build.tiktoken_fast import TiktokenEncoder, TiktokenSpec
-from mixer.build.tokenizer import Encoder, TokenizerInfo, load_tokenizer
+from mixer.build.tokenize import tokenize
+from mixer.build.tokenizer import BuildTokenizer, Encoder, Ids, TokenizerInfo
+from mixer.build.tokenizer import BuildTokenizer as open_tokenizer
 from mixer.build.units import Unit, plan_units
-from mixer.build.worker import UnitResult, load_record, run_unit, save_record, unit_key
-from mixer.errors import MixerError, RecipeError, TokenizerError
+from mixer.build.worker import UnitResult, run_unit
+from mixer.errors import MixerError, RecipeError
 from mixer.recipe import Recipe, SourceSpec
 
 
@@ -46,10 +46,12 @@ class _Task:
     keep_smallest: int
 
 
-def _setup(tokenizer_json: str, bos_id, eos_id, dtype: str, fast: TiktokenSpec | None) -> dict:
+def _setup(tokenizer_json: str | None, ids: Ids, fast: TiktokenSpec | None) -> dict:
+    """A worker's encoder: tiktoken from ``fast``, else `tokenizers` from the JSON."""
+    kw = {"bos_id": ids.bos_id, "eos_id": ids.eos_id, "dtype": ids.dtype}
     if fast is not None:
-        return {"encoder": TiktokenEncoder(fast, bos_id=bos_id, eos_id=eos_id, dtype=dtype)}
-    return {"encoder": Encoder(tokenizer_json, bos_id=bos_id, eos_id=eos_id, dtype=dtype)}
+        return {"encoder": TiktokenEncoder(fast, **kw)}
+    return {"encoder": Encoder(tokenizer_json, **kw)}
 
 
 def _run(task: _Task) -> UnitResult:
@@ -90,12 +92,11 @@ def build(
     todo = [s for s in recipe.sources if decisions[s.name].linked is None]
     tok = None
     if todo or any(m.data["tokenizer"].get("identity") != ident for m, _ in _linked(decisions)):
-        tok = load_tokenizer(recipe.tokenizer)
+        tok = open_tokenizer(recipe.tokenizer)
     for s in recipe.sources:
         if s.reuse:
-            reuse.check_compatible(
-                recipe, s, decisions[s.name].linked[0], _tok_summary(tok, decisions)
-            )
+            summary = _tok_summary(tok.info if tok else None, decisions)
+            reuse.check_compatible(recipe, s, decisions[s.name].linked[0], summary)
     units = {s.name: plan_units(s) for s in todo}
     if show_progress is None:
         mode = "bars" if console.is_terminal else "log"
@@ -113,7 +114,7 @@ def build(
                 ident,
                 decisions,
                 units,
-                workers or default_workers(),
+                workers or _auto_workers(units),
                 strict,
                 bar,
                 encoder,
@@ -159,6 +160,20 @@ def _tok_summary(tok: TokenizerInfo | None, decisions: dict[str, reuse.Decision]
     return _linked(decisions)[0][0].data["tokenizer"]
 
 
+#: Inputs smaller than this are tokenized in the main process unless ``--workers`` says
+#: otherwise: starting a worker (an interpreter, imports, the vocabulary) costs about half a
+#: second, about what one core takes to encode this much text.
+SMALL_INPUT = 8 << 20
+
+
+def _auto_workers(units: dict[str, list[Unit]]) -> int:
+    """The default number of workers: all cores, or 1 for a small input read from files."""
+    every = [u for us in units.values() for u in us]
+    if all(not u.kind.startswith("hf") for u in every) and sum(u.size for u in every) < SMALL_INPUT:
+        return 1
+    return default_workers()
+
+
 def _totals(units: dict[str, list[Unit]]) -> dict[str, int]:
     return {name: sum(u.size for u in us) for name, us in units.items()}
 
@@ -166,7 +181,7 @@ def _totals(units: dict[str, list[Unit]]) -> dict[str, int]:
 def _build_into(
     work: Path,
     recipe: Recipe,
-    tok: TokenizerInfo | None,
+    tok: BuildTokenizer | None,
     ident: dict,
     decisions: dict[str, reuse.Decision],
     units: dict[str, list[Unit]],
@@ -181,7 +196,7 @@ def _build_into(
         shutil.rmtree(work / stale, ignore_errors=True)
     hashes = {f["path"]: f["sha256"] for d in decisions.values() for f in d.inputs or []}
     merges = {
-        name: SourceMerge(recipe, spec, units[name], tok.dtype, tok.pad_id, work)
+        name: SourceMerge(recipe, spec, units[name], tok.ids.dtype, tok.ids.pad_id, work)
         for spec in recipe.sources
         if (name := spec.name) in units
     }
@@ -193,8 +208,27 @@ def _build_into(
         if merge.done:
             built[result.source] = merge.finish()
 
-    reused, num_units = _tokenize(
-        work, recipe, tok, units, hashes, workers, strict, bar, encoder, *engine, finished
+    def make_task(spec: SourceSpec, unit: Unit) -> _Task:
+        keep = spec.validation.docs or 0
+        return _Task(unit=unit, spec=spec, work_dir=work, strict=strict, keep_smallest=keep)
+
+    reused, num_units = tokenize(
+        work,
+        recipe,
+        tok,
+        units,
+        hashes,
+        workers=workers,
+        strict=strict,
+        bar=bar,
+        encoder=encoder,
+        engine=engine,
+        run=_run,
+        setup=lambda ids, fast: functools.partial(
+            _setup, None if fast else tok.info.json, ids, fast
+        ),
+        make_task=make_task,
+        finished=finished,
     )
     records = {}
     for s in recipe.sources:
@@ -212,54 +246,6 @@ def _build_into(
             reuse.link_source(src, name, work, s.name)
             records[s.name] = {**src.data["sources"][name], "weight": s.weight}
     shutil.rmtree(work / "units", ignore_errors=True)
-    manifest = write_manifest(recipe, tok, ident, decisions, records, work)
+    manifest = write_manifest(recipe, tok.info if tok else None, ident, decisions, records, work)
     save_plan(train_plan(manifest, recipe.to_dict()["mixture"]), work)
     return manifest, reused, num_units
-
-
-def _tokenize(
-    work, recipe, tok, units, hashes, workers, strict, bar, encoder, engine, address, finished
-) -> tuple[int, int]:
-    """Run every unit not finished by an earlier run, and hand each unit's result to
-    ``finished`` in unit order (reused ones included) as soon as it and those before it are
-    in; (units reused, units in all)."""
-    if not units:
-        return 0, 0
-    if encoder == "tokenizers":
-        fast, how = None, "encoding with tokenizers (as asked)"
-    else:
-        fast, how = backend.choose(
-            tok, recipe.tokenizer.pattern, backend.sample_texts(recipe, units)
-        )
-        if fast is None and encoder == "tiktoken":
-            raise TokenizerError(f"--encoder tiktoken: cannot be used: {how}")
-    bar.note(how)
-    setup = functools.partial(_setup, tok.json, tok.bos_id, tok.eos_id, tok.dtype, fast)
-    order = [(s, u) for s in recipe.sources for u in units.get(s.name, [])]
-    keys = {(u.source, u.index): unit_key(u, s, tok, strict, hashes) for s, u in order}
-    done: dict[tuple[str, int], UnitResult] = {}
-    tasks = []
-    for s, u in order:
-        r = load_record(work, u, keys[u.source, u.index])
-        if r is None:
-            keep = s.validation.docs or 0
-            tasks.append(_Task(unit=u, spec=s, work_dir=work, strict=strict, keep_smallest=keep))
-        else:
-            done[u.source, u.index] = r
-            bar.update("unit", u.source, u.index, r.documents, r.tokens, r.bytes)
-    if engine == "ray":
-        executor = RayExecutor(address, setup, num_cpus=workers)
-    else:
-        executor = LocalExecutor(workers, setup, on_event=bar.update)
-    itemsize = np.dtype(tok.dtype).itemsize
-    with bar, executor as ex:
-        fresh = ex.map(_run, tasks)  # in task order, which is unit order
-        for _, u in order:
-            r = done.get((u.source, u.index))
-            if r is None:
-                r = next(fresh)
-                save_record(work, u, keys[u.source, u.index], r, itemsize)
-                if engine == "ray":  # Ray tasks report when they are done
-                    bar.update("unit", r.source, r.index, r.documents, r.tokens, r.bytes)
-            finished(r)
-    return len(done), len(order)

@@ -94,15 +94,17 @@ class LocalExecutor:
             self.on_event(*event)
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
-        """``fn(item)`` for each item, results in item order."""
+        """``fn(item)`` for each item, results in item order. A pool starts on the first tasks
+        at once (in this process, each runs when its result is asked for)."""
         if self._pool is None:
-            for item in items:
-                yield fn(item)
-            return
+            return map(fn, items)
         items = iter(items)
         futures = collections.deque(
             self._pool.submit(fn, item) for item in itertools.islice(items, WINDOW)
         )
+        return self._results(fn, items, futures)
+
+    def _results(self, fn, items, futures) -> Iterator[Any]:
         try:
             while futures:
                 result = futures.popleft().result()
@@ -177,12 +179,16 @@ class RayExecutor:
         return self
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
+        """``fn(item)`` for each item as Ray tasks, started at once; results in item order."""
         items = iter(items)
 
         def submit(item):
             return self._remote.remote(self._setup_ref, self._key, fn, item)
 
         refs = collections.deque(submit(item) for item in itertools.islice(items, WINDOW))
+        return self._results(submit, items, refs)
+
+    def _results(self, submit, items, refs) -> Iterator[Any]:
         try:
             while refs:
                 result = self._ray.get(refs.popleft())
