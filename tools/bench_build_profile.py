@@ -84,9 +84,10 @@ def _instrument() -> Timers:
     import mixer.build as build
     import mixer.build.merge as merge
     import mixer.build.outdir as outdir
+    import mixer.build.reuse as reuse
     import mixer.build.tiktoken_fast as fast
-    import mixer.build.tokenizing as tokenize
     import mixer.build.tokenizer as tokenizer
+    import mixer.build.tokenizing as tokenize
     import mixer.build.worker as worker
 
     t = Timers()
@@ -118,6 +119,7 @@ def _instrument() -> Timers:
     t.wrap(build, "write_manifest", "manifest + plan")
     t.wrap(build, "save_plan", "manifest + plan")
     t.wrap(outdir.BuildDir, "publish", "publish (fsync, rename)")
+    t.wrap(reuse, "sha256_file", "hash inputs (sha256)")
     return t
 
 
