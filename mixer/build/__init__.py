@@ -28,9 +28,9 @@ from mixer.build.outdir import BuildDir, write_error
 from mixer.build.progress import BuildProgress
 from mixer.build.record import report, write_manifest
 from mixer.build.tiktoken_fast import TiktokenEncoder, TiktokenSpec
-from mixer.build.tokenizing import tokenize
 from mixer.build.tokenizer import BuildTokenizer, Encoder, Ids, TokenizerInfo
 from mixer.build.tokenizer import BuildTokenizer as open_tokenizer
+from mixer.build.tokenizing import tokenize
 from mixer.build.units import Unit, plan_units
 from mixer.build.worker import UnitResult, run_unit
 from mixer.errors import MixerError, RecipeError
