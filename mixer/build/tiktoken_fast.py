@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
-from mixer.build.tokenizer import (
-    PATTERNS,
-    Encoder,
-    TokenizerInfo,
-    _byte_encoder,
-    read_tiktoken_ranks,
-)
+from mixer.build.readers import read_unit
+from mixer.build.tiktoken_vocab import PATTERNS, _byte_encoder, read_tiktoken_ranks
+from mixer.build.tokenizer import BuildTokenizer, Encoder, TokenizerInfo
+from mixer.build.units import Unit
+from mixer.errors import TokenizerError
+from mixer.recipe import Recipe
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -36,22 +36,24 @@ class TiktokenSpec:
     tokenizer_json: str | None = None  # ... a byte-level BPE tokenizer.json to convert
 
 
-def tiktoken_spec(info: TokenizerInfo, pattern: str | None) -> tuple[TiktokenSpec | None, str]:
+def tiktoken_spec(tok: BuildTokenizer) -> tuple[TiktokenSpec | None, str]:
     """(spec, why not): whether this tokenizer can be run by tiktoken at all."""
     try:
         import tiktoken  # noqa: F401
     except ImportError:
         return None, "tiktoken is not installed"
-    if info.kind == "tiktoken":
-        return TiktokenSpec(pattern=PATTERNS.get(pattern or "", pattern), rank_file=info.file), ""
-    d = json.loads(info.json)
+    pattern = tok.spec.pattern
+    if tok.spec.kind == "tiktoken":
+        regex = PATTERNS.get(pattern or "", pattern)
+        return TiktokenSpec(pattern=regex, rank_file=tok.spec.location), ""
+    d = json.loads(tok.info.json)
     model, pre = d.get("model") or {}, d.get("pre_tokenizer") or {}
     if model.get("type") != "BPE" or d.get("normalizer") is not None:
         return None, "not a byte-level BPE without normalizer"
     regex = _byte_level_regex(pre)
     if regex is None:
         return None, "its pre-tokenizer is not a byte-level regex split"
-    return TiktokenSpec(pattern=regex, tokenizer_json=info.json), ""
+    return TiktokenSpec(pattern=regex, tokenizer_json=tok.info.json), ""
 
 
 def _byte_level_regex(pre: dict) -> str | None:
@@ -92,56 +94,121 @@ def _ranks_from_json(text: str) -> dict[bytes, int]:
     return ranks
 
 
-class TiktokenEncoder(Encoder):
-    """The Encoder interface on tiktoken: same ids, BOS/EOS handling shared with the parent."""
+#: A special token no document can hold (documents with NUL are skipped as ``binary``). It is
+#: never allowed, so tiktoken encodes any text as ordinary text; it only gives tiktoken's core a
+#: non-empty special-token regex, which its buffer-returning call needs to run at full speed.
+_NEVER = "\x00mixer:never\x00"
 
-    def __init__(self, spec: TiktokenSpec, *, bos_id, eos_id, dtype: str):  # noqa: D107
+
+class TiktokenEncoder(Encoder):
+    """The Encoder interface on tiktoken: same ids, BOS/EOS handling shared with the parent.
+
+    Each text is encoded by tiktoken's core directly into a buffer of uint32 ids (no Python list
+    per document, no thread pool: ``encode_ordinary_batch(num_threads=1)`` still creates a
+    thread pool and a future per text, which halved a worker's throughput).
+    """
+
+    def __init__(self, spec: TiktokenSpec, *, bos_id, eos_id, dtype: str, ranks=None):
+        """``ranks``: the spec's rank file, already read."""
         import tiktoken
 
         self._specials(bos_id, eos_id, dtype)
-        ranks = (
-            read_tiktoken_ranks(Path(spec.rank_file))
-            if spec.rank_file
-            else _ranks_from_json(spec.tokenizer_json)
-        )
+        self.spec = spec
+        if ranks is None:
+            ranks = (
+                read_tiktoken_ranks(Path(spec.rank_file))
+                if spec.rank_file
+                else _ranks_from_json(spec.tokenizer_json)
+            )
         self.enc = tiktoken.Encoding(
-            "mixer", pat_str=spec.pattern, mergeable_ranks=ranks, special_tokens={}
+            "mixer",
+            pat_str=spec.pattern,
+            mergeable_ranks=ranks,
+            special_tokens={_NEVER: max(ranks.values()) + 1},
         )
+        core = self.enc._core_bpe  # the Rust encoder behind every public method
+        self._buffer = getattr(core, "encode_to_tiktoken_buffer", None)  # tiktoken >= 0.8
+        self._lists = core.encode_ordinary
 
-    def _ids(self, texts: list[str]) -> list[list[int]]:
-        try:  # tiktoken would encode lone surrogates; refuse them as `tokenizers` does
-            "".join(texts).encode("utf-8")
-        except UnicodeEncodeError:
+    def _flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            if self._buffer is None:
+                ids = [self._lists(t) for t in texts]
+                lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+                flat = np.fromiter(chain.from_iterable(ids), np.uint32, int(lengths.sum()))
+                return flat, lengths
+            none: frozenset[str] = frozenset()
+            bufs = [memoryview(self._buffer(t, none)) for t in texts]
+        except UnicodeEncodeError:  # lone surrogates: refuse them as `tokenizers` does
             raise TypeError("a text with lone surrogates") from None
-        return self.enc.encode_ordinary_batch(texts, num_threads=1)
+        lengths = np.fromiter((b.nbytes for b in bufs), np.int64, len(bufs)) >> 2
+        return np.frombuffer(b"".join(bufs), np.uint32), lengths
 
 
-def choose(info: TokenizerInfo, pattern: str | None, samples: list[str]):
-    """(TiktokenSpec or None, message): tiktoken only if it gives the same ids on ``samples``."""
-    spec, why = tiktoken_spec(info, pattern)
-    if spec is None:
-        return None, f"encoding with tokenizers ({why})"
-    try:
-        fast = TiktokenEncoder(spec, bos_id=None, eos_id=None, dtype=info.dtype)
-    except Exception as e:  # noqa: BLE001 (a vocabulary tiktoken cannot take, for any reason)
-        return None, f"encoding with tokenizers (tiktoken cannot take this vocabulary: {e})"
-    ref = Encoder(info.json, bos_id=None, eos_id=None, dtype=info.dtype)
+def fast_encoder(tok: BuildTokenizer, encoder: str) -> tuple[TiktokenEncoder | None, str]:
+    """(tiktoken encoder without BOS/EOS, or None and why not), for ``--encoder`` ``encoder``;
+    TokenizerError if ``--encoder tiktoken`` cannot be had."""
+    if encoder == "tokenizers":
+        return None, "encoding with tokenizers (as asked)"
+    spec, why = tiktoken_spec(tok)
+    fast = None
+    if spec is not None:
+        try:
+            fast = TiktokenEncoder(
+                spec, bos_id=None, eos_id=None, dtype=tok.ids.dtype, ranks=tok.ranks
+            )
+        except Exception as e:  # noqa: BLE001 (a vocabulary tiktoken cannot take, for any reason)
+            why = f"tiktoken cannot take this vocabulary: {e}"
+    if fast is None and encoder == "tiktoken":
+        raise TokenizerError(f"--encoder tiktoken: cannot be used: {why}")
+    return fast, f"encoding with tokenizers ({why})"
+
+
+def verify(info: TokenizerInfo, fast: TiktokenEncoder, samples: list[str]) -> tuple[bool, str]:
+    """(same ids, message): tiktoken is used only if it gives the same ids as `tokenizers` on
+    ``samples``."""
+    ref = Encoder(info.tokenizer or info.json, bos_id=None, eos_id=None, dtype=info.dtype)
     a, la = ref.encode(samples)
     b, lb = fast.encode(samples)
     if not (np.array_equal(la, lb) and np.array_equal(a, b)):
         bad = next(i for i in range(len(samples)) if not _same(a, la, b, lb, i))
-        return None, (
+        return False, (
             "WARNING: tiktoken and tokenizers give different ids on sample document"
             f" {bad} ({samples[bad][:60]!r}...): encoding with tokenizers (slower)"
         )
     tokens = int(la.sum())
-    return (
-        spec,
+    return True, (
         f"encoding with tiktoken (identical ids on {len(samples)} sample documents,"
-        f" {tokens:,} tokens)",
+        f" {tokens:,} tokens)"
     )
 
 
 def _same(a, la, b, lb, i) -> bool:
     sa, sb = int(la[:i].sum()), int(lb[:i].sum())
     return la[i] == lb[i] and np.array_equal(a[sa : sa + la[i]], b[sb : sb + lb[i]])
+
+
+def sample_texts(recipe: Recipe, units: dict[str, list[Unit]], chars: int = 200_000) -> list[str]:
+    """The first documents of each source to build (about ``chars`` characters each), for
+    the check that the fast encoding backend gives the same ids."""
+    out = []
+    for s in recipe.sources:
+        got = 0
+        for u in units.get(s.name, [])[:4]:
+            for _, text, reason in read_unit(u, s):
+                if reason is None and _valid(text):
+                    out.append(text[:20_000])
+                    got += len(out[-1])
+                if got >= chars:
+                    break
+            if got >= chars:
+                break
+    return out
+
+
+def _valid(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # lone surrogates: the workers count and skip them
+        return False

@@ -9,46 +9,26 @@ the vocabulary one token, exactly as tiktoken does (tests check the ids against 
 
 from __future__ import annotations
 
-import base64
+import functools
 import hashlib
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
+from mixer.build.tiktoken_vocab import (  # noqa: F401 (re-exported)
+    PATTERNS,
+    SPECIALS,
+    read_tiktoken_ranks,
+    tiktoken_to_tokenizers,
+    tiktoken_token_id,
+    tiktoken_vocab_size,
+)
 from mixer.errors import TokenizerError
 from mixer.identity import sha256_file
 from mixer.recipe import TokenizerSpec
 
-#: Pre-tokenization regexes of known tiktoken vocabularies and the special tokens they bring.
-PATTERNS = {
-    "llama3": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-    "qwen": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-}
-_LLAMA3_NAMED = [
-    "<|begin_of_text|>",
-    "<|end_of_text|>",
-    "<|reserved_special_token_0|>",
-    "<|reserved_special_token_1|>",
-    "<|finetune_right_pad_id|>",
-    "<|step_id|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eom_id|>",
-    "<|eot_id|>",
-    "<|python_tag|>",
-    "<|image|>",
-]
-SPECIALS = {
-    "llama3": _LLAMA3_NAMED
-    + [f"<|reserved_special_token_{i + 2}|>" for i in range(256 - len(_LLAMA3_NAMED))],
-    "qwen": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    + [f"<|extra_{i}|>" for i in range(205)],
-}
 #: Names looked up, in this order, when the recipe does not name bos_token / eos_token.
 EOS_NAMES = ("<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>", "<|eos|>")
 BOS_NAMES = ("<|begin_of_text|>", "<s>", "<bos>", "<|startoftext|>", "<|endoftext|>")
@@ -71,14 +51,36 @@ class TokenizerInfo:
     pad_id: int
     dtype: str  # "uint16" when every id fits, else "uint32"
     json: str  # the tokenizers serialization (not in the manifest: it is a file of the output)
+    tokenizer: object = field(default=None, repr=False, compare=False)  # the loaded object
 
     def to_manifest(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "json"}
-        return d
+        return {k: v for k, v in self.__dict__.items() if k not in ("json", "tokenizer")}
 
 
-def load_tokenizer(spec: TokenizerSpec) -> TokenizerInfo:
-    """Load the tokenizer a recipe names and resolve its BOS/EOS ids; TokenizerError if it can't."""
+@dataclass(frozen=True, kw_only=True)
+class Ids:
+    """What encoding and packing need: the ids added around documents and the dtype."""
+
+    bos_id: int | None
+    eos_id: int | None
+    pad_id: int
+    dtype: str
+
+
+def _ids(spec: TokenizerSpec, token_to_id, vocab_size: int) -> Ids:
+    bos_id = _special_id(token_to_id, spec.bos_token, BOS_NAMES, "bos") if spec.bos else None
+    eos_id = _special_id(token_to_id, spec.eos_token, EOS_NAMES, "eos") if spec.eos else None
+    return Ids(
+        bos_id=bos_id,
+        eos_id=eos_id,
+        pad_id=next((i for i in (eos_id, bos_id) if i is not None), 0),
+        dtype="uint16" if vocab_size <= 1 << 16 else "uint32",
+    )
+
+
+def load_tokenizer(spec: TokenizerSpec, ranks: dict[bytes, int] | None = None) -> TokenizerInfo:
+    """Load the tokenizer a recipe names and resolve its BOS/EOS ids; TokenizerError if it can't.
+    ``ranks``: a tiktoken file's ranks, already read."""
     if spec.kind == "path":
         file = Path(spec.location)
         tok = _from_file(file)
@@ -87,12 +89,10 @@ def load_tokenizer(spec: TokenizerSpec) -> TokenizerInfo:
         tok = _from_file(file)
     else:
         file = Path(spec.location)
-        tok = tiktoken_to_tokenizers(file, spec.pattern)
+        tok = tiktoken_to_tokenizers(file, spec.pattern, ranks)
     text = tok.to_str()
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
-    bos_id = _special_id(tok, spec.bos_token, BOS_NAMES, "bos") if spec.bos else None
-    eos_id = _special_id(tok, spec.eos_token, EOS_NAMES, "eos") if spec.eos else None
-    pad_id = next((i for i in (eos_id, bos_id) if i is not None), 0)
+    ids = _ids(spec, tok.token_to_id, vocab_size)
     return TokenizerInfo(
         kind=spec.kind,
         name=spec.location,
@@ -102,12 +102,50 @@ def load_tokenizer(spec: TokenizerSpec) -> TokenizerInfo:
         vocab_size=vocab_size,
         bos=spec.bos,
         eos=spec.eos,
-        bos_id=bos_id,
-        eos_id=eos_id,
-        pad_id=pad_id,
-        dtype="uint16" if vocab_size <= 1 << 16 else "uint32",
+        **ids.__dict__,
         json=text,
+        tokenizer=tok,
     )
+
+
+class BuildTokenizer:
+    """The build's tokenizer in two steps: ``ids`` at once (all a worker needs to encode), the
+    full :class:`TokenizerInfo` when ``info`` is first asked for. For a tiktoken file the ids
+    come from its ranks alone, while ``info`` builds the equivalent tokenizer.json (about a
+    second for Qwen's vocabulary): the build asks for it while the workers already encode."""
+
+    def __init__(self, spec: TokenizerSpec):
+        self.spec = spec
+        self.ranks: dict[bytes, int] | None = None
+        self._info: TokenizerInfo | None = None
+        if spec.kind != "tiktoken":
+            self._info = load_tokenizer(spec)
+            self.ids = Ids(**{k: getattr(self._info, k) for k in Ids.__dataclass_fields__})
+            return
+        from tokenizers import Regex
+
+        self.ranks = read_tiktoken_ranks(Path(spec.location))
+        try:
+            Regex(PATTERNS.get(spec.pattern or "", spec.pattern))
+        except Exception as e:
+            raise TokenizerError(f"tokenizer.pattern: invalid regex: {e}") from None
+        self.ids = _ids(
+            spec,
+            functools.partial(tiktoken_token_id, self.ranks, spec.pattern),
+            tiktoken_vocab_size(self.ranks, spec.pattern),
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self._info is not None
+
+    @property
+    def info(self) -> TokenizerInfo:
+        if self._info is None:
+            self._info = load_tokenizer(self.spec, self.ranks)
+            got = {k: getattr(self._info, k) for k in Ids.__dataclass_fields__}
+            assert got == self.ids.__dict__, (got, self.ids)  # the same ids, found two ways
+        return self._info
 
 
 def _from_file(file: Path):
@@ -133,100 +171,22 @@ def _hub_file(name: str, revision: str | None) -> Path:
         ) from None
 
 
-def _special_id(tok, given: str | None, names: tuple[str, ...], which: str) -> int:
+def _special_id(token_to_id, given: str | None, names: tuple[str, ...], which: str) -> int:
     if given is not None:
-        tid = tok.token_to_id(given)
+        tid = token_to_id(given)
         if tid is None:
             raise TokenizerError(
                 f"tokenizer.{which}_token: {given!r} is not in the tokenizer's vocabulary"
             )
         return tid
     for name in names:
-        tid = tok.token_to_id(name)
+        tid = token_to_id(name)
         if tid is not None:
             return tid
     raise TokenizerError(
         f"tokenizer.{which}: the tokenizer has none of the usual {which.upper()} tokens"
         f" ({', '.join(names)}); name it with `{which}_token:` or set `{which}: false`"
     )
-
-
-def read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
-    """Parse a tiktoken BPE file: one ``<base64 token> <rank>`` per line."""
-    ranks: dict[bytes, int] = {}
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError as e:
-        raise TokenizerError(f"{path}: cannot read the tiktoken file: {e}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            token, rank = line.split()
-            ranks[base64.b64decode(token, validate=True)] = int(rank)
-        except ValueError:
-            raise TokenizerError(
-                f"{path}:{n}: not a tiktoken BPE file (expected '<base64 token> <rank>' lines)"
-            ) from None
-    if sorted(ranks.values()) != list(range(len(ranks))):
-        raise TokenizerError(f"{path}: tiktoken ranks are not 0..{len(ranks) - 1} without gaps")
-    if any(bytes([b]) not in ranks for b in range(256)):
-        raise TokenizerError(f"{path}: tiktoken file lacks some of the 256 single-byte tokens")
-    return ranks
-
-
-def tiktoken_to_tokenizers(path: Path, pattern: str | None):
-    """An equivalent `tokenizers` byte-level BPE for a tiktoken rank file."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-
-    ranks = read_tiktoken_ranks(path)
-    regex = PATTERNS.get(pattern or "", pattern)
-    to_str = _byte_encoder()
-    # BPE applies the lowest-ranked pair first, like tiktoken; a token made by several splits
-    # gets them all, ordered by the ranks of their parts.
-    merges = []
-    for token, rank in ranks.items():
-        splits = [
-            (ranks[token[:i]], ranks[token[i:]], i)
-            for i in range(1, len(token))
-            if token[:i] in ranks and token[i:] in ranks
-        ]
-        merges.extend((rank, ra, rb, token[:i], token[i:]) for ra, rb, i in sorted(splits))
-    merges.sort(key=lambda m: m[:3])
-    model = models.BPE(
-        vocab={to_str(t): r for t, r in ranks.items()},
-        merges=[(to_str(a), to_str(b)) for *_, a, b in merges],
-        ignore_merges=True,
-    )
-    tok = Tokenizer(model)
-    try:
-        split = pre_tokenizers.Split(Regex(regex), behavior="isolated")
-    except Exception as e:
-        raise TokenizerError(f"tokenizer.pattern: invalid regex: {e}") from None
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    specials = SPECIALS.get(pattern or "", [])
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
-    assert all(tok.token_to_id(s) == len(ranks) + i for i, s in enumerate(specials))
-    return tok
-
-
-@lru_cache(maxsize=1)
-def _byte_encoder():
-    """GPT-2's reversible byte -> printable character map, which byte-level BPE vocabularies use."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
-    printable += range(ord("®"), ord("ÿ") + 1)
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    chars = [table[b] for b in range(256)]
-    return lambda data: "".join(chars[b] for b in data)
 
 
 class Encoder:
@@ -237,25 +197,33 @@ class Encoder:
     by id around each document, as the recipe asks.
     """
 
-    def __init__(self, tokenizer_json: str, *, bos_id: int | None, eos_id: int | None, dtype: str):
+    def __init__(self, tokenizer_json, *, bos_id: int | None, eos_id: int | None, dtype: str):
+        """``tokenizer_json``: the serialization, or a loaded `tokenizers.Tokenizer`, which this
+        encoder then owns (it sets its encoding options; parsing Qwen's JSON again costs 0.7 s)."""
         from tokenizers import Tokenizer
 
-        self.tok = Tokenizer.from_str(tokenizer_json)
+        self.tok = (
+            Tokenizer.from_str(tokenizer_json)
+            if isinstance(tokenizer_json, str)
+            else tokenizer_json
+        )
         self.tok.encode_special_tokens = True
         self._specials(bos_id, eos_id, dtype)
 
     def _specials(self, bos_id: int | None, eos_id: int | None, dtype: str) -> None:
         self.bos_id, self.eos_id, self.dtype = bos_id, eos_id, np.dtype(dtype)
 
-    def _ids(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
+    def _flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids of the texts concatenated, int64 lengths); TypeError for lone surrogates."""
+        ids = [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        return np.fromiter(chain.from_iterable(ids), self.dtype, int(lengths.sum())), lengths
 
     def encode(self, texts: list[str], first=None, last=None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, lengths) of the texts concatenated; BOS before the texts where ``first`` (default
         all) and EOS after those where ``last`` (pieces of one long document get them once)."""
-        ids = self._ids(texts)
-        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
-        flat = np.fromiter(chain.from_iterable(ids), self.dtype, int(lengths.sum()))
+        flat, lengths = self._flat(texts)
+        flat = flat.astype(self.dtype, copy=False)
         n = len(texts)
         bos = np.ones(n, bool) if first is None else np.asarray(first, bool)
         eos = np.ones(n, bool) if last is None else np.asarray(last, bool)

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer.artifacts.manifest import BLOCKS_FORMAT
 from mixer.build.lines import CONTINUES, PIECE_CHARS
 from mixer.build.readers import REASONS, read_unit
 from mixer.build.text import split_text
-from mixer.build.tokenizer import Encoder
+from mixer.build.tokenizer import Encoder, TokenizerInfo
 from mixer.build.units import Unit
 from mixer.errors import InputError
+from mixer.identity import digest
 from mixer.recipe import SourceSpec
 
 BATCH_CHARS = 1 << 20  # characters of text per encode_batch call (its memory: ~40 bytes a token)
@@ -85,8 +87,10 @@ def load_record(work_dir: Path, unit: Unit, key: str) -> UnitResult | None:
     return result
 
 
-def _save_record(work_dir: Path, unit: Unit, key: str, result: UnitResult, itemsize: int) -> None:
-    """Completion record, written last: its presence means the spill files are whole."""
+def save_record(work_dir: Path, unit: Unit, key: str, result: UnitResult, itemsize: int) -> None:
+    """Completion record, written last: its presence means the spill files are whole. Written by
+    the process that collects results (not the worker), so a worker never waits on a disk
+    flush between units."""
     for p in unit_paths(work_dir, unit):
         fd = os.open(p, os.O_RDONLY)
         os.fsync(fd)
@@ -106,6 +110,12 @@ def _digest(h) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+def _hashes(texts: list[str]) -> np.ndarray:
+    """:func:`doc_hash` of many texts at once, as uint64."""
+    digests = b"".join(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest() for t in texts)
+    return np.frombuffer(digests, "<u8")
+
+
 def run_unit(
     unit: Unit,
     spec: SourceSpec,
@@ -114,26 +124,28 @@ def run_unit(
     *,
     strict: bool,
     keep_smallest: int,
-    key: str = "",
     progress=None,
 ) -> UnitResult:
-    """Read, tokenize and spill one unit; ``progress(*event)`` per batch and at the end."""
+    """Read, tokenize and spill one unit; ``progress(*event)`` per batch and at the end. The
+    caller writes the completion record (:func:`save_record`) once it has the result."""
     w = _UnitWriter(unit, spec, encoder, work_dir, strict, keep_smallest, progress)
-    for where, text, reason in read_unit(unit, spec):
-        if reason == CONTINUES:
-            w.piece(text, where, last=False)
-        elif reason is None:
-            if w.open_doc is None and len(text) > PIECE_CHARS:
-                w.long_text(text, where)
+    with w.tok_file, w.doc_file:
+        for where, text, reason in read_unit(unit, spec):
+            if reason is None and w.open_doc is None and len(text) <= PIECE_CHARS:
+                w.add(text, where)  # a whole document: the common case
+            elif reason == CONTINUES:
+                w.piece(text, where, last=False)
+            elif reason is None:
+                if w.open_doc is None:
+                    w.long_text(text, where)
+                else:
+                    w.piece(text, where, last=True)
             else:
-                w.piece(text, where, last=True)
-        else:
-            w.skip(reason, where)
-    w.flush()
+                w.skip(reason, where)
+        w.flush()
     res = w.res
     res.bytes = unit.size
     res.smallest = w.smallest if keep_smallest else None
-    _save_record(work_dir, unit, key, res, encoder.dtype.itemsize)
     if progress:
         progress("unit", unit.source, unit.index, res.documents, res.tokens, unit.size)
     return res
@@ -149,10 +161,12 @@ class _Doc:
 
 
 class _UnitWriter:
-    """Batches pieces of text, encodes them, appends tokens and document records to the spill.
+    """Batches texts, encodes them, appends tokens and document records to the spill files.
 
     A batch holds at most BATCH_CHARS characters whatever the size of a document: a long
     document arrives (or is cut) in pieces that share one BOS, one EOS, one hash and one record.
+    Whole documents (nearly all) cost one append each; only pieces carry per-item bookkeeping
+    (``parts``), so a batch of whole documents is recorded with array operations.
     """
 
     def __init__(self, unit, spec, encoder, work_dir, strict, keep_smallest, progress):
@@ -161,10 +175,12 @@ class _UnitWriter:
         self.res = UnitResult(source=unit.source, index=unit.index)
         self.tok_path, self.doc_path = unit_paths(work_dir, unit)
         self.tok_path.parent.mkdir(parents=True, exist_ok=True)
-        for p in (self.tok_path, self.doc_path):
-            p.write_bytes(b"")
+        self.tok_file = open(self.tok_path, "wb")  # noqa: SIM115 (closed by run_unit)
+        self.doc_file = open(self.doc_path, "wb")  # noqa: SIM115
         self.smallest = np.empty(0, np.uint64)
-        self.batch: list[tuple[str, int, bool, bool, _Doc | None]] = []
+        self.texts: list[str] = []
+        self.wheres: list[int] = []
+        self.parts: dict[int, tuple[bool, bool, _Doc]] = {}  # batch index -> a piece's place
         self.chars = 0
         self.spilled = 0  # tokens in the spill file
         self.open_doc: _Doc | None = None  # a document whose last piece has not come yet
@@ -196,86 +212,132 @@ class _UnitWriter:
             self.piece(p, where, last=False)
         self.piece(pieces[-1], where, last=True)
 
+    def add(self, text: str, where: int) -> None:
+        """A whole document (no document is open)."""
+        self.texts.append(text)
+        self.wheres.append(where)
+        self.chars += len(text)
+        if self.chars >= BATCH_CHARS or len(self.texts) >= BATCH_DOCS:
+            self.flush()
+
     def piece(self, text: str, where: int, *, last: bool) -> None:
         first = self.open_doc is None
+        if first and last:
+            return self.add(text, where)
         doc = self.open_doc
-        if first and not last:
+        if first:
             doc = self.open_doc = _Doc()
-        if doc is not None and self.hashing:
+        if self.hashing:
             doc.hash.update(text.encode("utf-8", "surrogatepass"))
         if last:
             self.open_doc = None
-        self.batch.append((text, where, first, last, doc))
-        self.chars += len(text)
-        if self.chars >= BATCH_CHARS or len(self.batch) >= BATCH_DOCS:
-            self.flush()
+        self.parts[len(self.texts)] = (first, last, doc)
+        self.add(text, where)
+
+    def _keep(self, keep: list[bool]) -> None:
+        """Keep only the batch items where ``keep`` (rare: a dropped document)."""
+        index = np.cumsum(keep) - 1
+        self.parts = {int(index[i]): part for i, part in self.parts.items() if keep[i]}
+        self.texts = [t for t, k in zip(self.texts, keep, strict=True) if k]
+        self.wheres = [w for w, k in zip(self.wheres, keep, strict=True) if k]
+        self.chars = sum(map(len, self.texts))
 
     def _drop(self, doc: _Doc) -> None:
         """Forget a document read in part: its pieces in the batch and in the spill file."""
-        self.open_doc = None
-        self.batch = [item for item in self.batch if item[4] is not doc]
-        self.chars = sum(len(item[0]) for item in self.batch)
+        if self.open_doc is doc:
+            self.open_doc = None
+        self._keep([self.parts.get(i, (0, 0, None))[2] is not doc for i in range(len(self.texts))])
         if doc.token_start is not None:
-            with open(self.tok_path, "r+b") as f:
-                f.truncate(doc.token_start * self.encoder.dtype.itemsize)
+            self.tok_file.flush()
+            self.tok_file.truncate(doc.token_start * self.encoder.dtype.itemsize)
+            self.tok_file.seek(0, os.SEEK_END)
             self.res.tokens -= self.spilled - doc.token_start
             self.spilled = doc.token_start
 
     def flush(self) -> None:
-        if not self.batch:
+        """Encode and spill the batch."""
+        if not self.texts:
             return
-        first = np.array([item[2] for item in self.batch])
-        last = np.array([item[3] for item in self.batch])
+        first = last = None
+        if self.parts:
+            first, last = np.ones(len(self.texts), bool), np.ones(len(self.texts), bool)
+            for i, (f, la, _) in self.parts.items():
+                first[i], last[i] = f, la
         try:
-            ids, lengths = self.encoder.encode([item[0] for item in self.batch], first, last)
+            ids, lengths = self.encoder.encode(self.texts, first, last)
         except TypeError:  # tokenizers refuses str with lone surrogates (JSON "\ud800")
             self._drop_invalid_unicode()
             return self.flush()
-        offsets = self.spilled + np.cumsum(lengths) - lengths
-        with open(self.tok_path, "ab") as f:
-            ids.tofile(f)
+        self.tok_file.write(ids)
+        if self.parts or not lengths.all():
+            rec = self._records(lengths)
+        else:  # whole documents only
+            rec = np.empty(len(lengths), DOC_DTYPE)
+            rec["length"] = lengths
+            rec["hash"] = _hashes(self.texts) if self.hashing else 0
         self.spilled += ids.size
         self.res.tokens += int(ids.size)
+        self.doc_file.write(rec)
+        if self.keep_smallest and len(rec):
+            both = np.concatenate([self.smallest, rec["hash"]])
+            self.smallest = np.sort(both)[: self.keep_smallest]
+        self.res.documents += len(rec)
+        if self.progress:
+            self.progress("batch", self.unit.source, len(rec), int(ids.size))
+        self.texts, self.wheres, self.parts, self.chars = [], [], {}, 0
+
+    def _records(self, lengths: np.ndarray) -> np.ndarray:
+        """Document records of a batch holding pieces or empty documents, item by item."""
+        offsets = (self.spilled + np.cumsum(lengths) - lengths).tolist()
         docs, hashes = [], []
-        for (text, where, f, la, doc), n, off in zip(
-            self.batch, lengths.tolist(), offsets.tolist(), strict=True
-        ):
-            if doc is None:  # a whole document
+        for i, (text, n) in enumerate(zip(self.texts, lengths.tolist(), strict=True)):
+            part = self.parts.get(i)
+            if part is None:  # a whole document
                 if n == 0:  # nothing to train on, and no BOS/EOS to add
-                    self._count("empty", where)
+                    self._count("empty", self.wheres[i])
                     continue
                 docs.append(n)
                 hashes.append(doc_hash(text) if self.hashing else 0)
                 continue
+            f, la, doc = part
             if f:
-                doc.token_start = off
+                doc.token_start = offsets[i]
             doc.length += n
             if la:
                 docs.append(doc.length)
                 hashes.append(_digest(doc.hash) if self.hashing else 0)
         rec = np.empty(len(docs), DOC_DTYPE)
         rec["length"], rec["hash"] = docs, hashes
-        with open(self.doc_path, "ab") as f:
-            rec.tofile(f)
-        if self.keep_smallest and len(rec):
-            self.smallest = np.sort(np.concatenate([self.smallest, rec["hash"]]))[
-                : self.keep_smallest
-            ]
-        self.res.documents += len(docs)
-        if self.progress:
-            self.progress("batch", self.unit.source, len(docs), int(ids.size))
-        self.batch, self.chars = [], 0
+        return rec
 
     def _drop_invalid_unicode(self) -> None:
-        bad = []
-        for item in self.batch:
+        keep, bad_docs = [], []
+        for i, text in enumerate(self.texts):
             try:
-                item[0].encode("utf-8")
+                text.encode("utf-8")
+                keep.append(True)
             except UnicodeEncodeError:
-                bad.append(item)
-        for text, where, _, _, doc in bad:
-            if doc is not None:
-                self._drop(doc)
-            else:
-                self.batch = [item for item in self.batch if item[0] is not text]
-            self._count("invalid_unicode", where)
+                keep.append(False)
+                self._count("invalid_unicode", self.wheres[i])
+                if i in self.parts:
+                    bad_docs.append(self.parts[i][2])
+        self._keep(keep)
+        for doc in bad_docs:  # a document with a bad piece goes whole
+            self._drop(doc)
+
+
+def unit_key(
+    unit: Unit, spec: SourceSpec, tok: TokenizerInfo, strict: bool, hashes: dict[str, str]
+) -> str:
+    """What a unit's output depends on: reuse a finished unit only if all of it is unchanged."""
+    parts = {
+        "unit": unit.__dict__,
+        "input": hashes.get(unit.path),
+        "hf": spec.hf.__dict__ if spec.hf else None,
+        "reading": [spec.text_field, spec.encoding, spec.txt_mode, spec.max_document_bytes],
+        "validation": [bool(spec.validation.active), spec.validation.docs or 0],
+        "tokenizer": [tok.fingerprint, tok.bos_id, tok.eos_id, tok.dtype],
+        "strict": strict,
+        "blocks_format": BLOCKS_FORMAT,
+    }
+    return digest(parts)

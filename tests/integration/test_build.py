@@ -393,6 +393,35 @@ def test_tiktoken_and_tokenizers_encoders_write_the_same_bytes(
     assert outs["tiktoken"] == outs["tokenizers"] and outs["tiktoken"]
 
 
+def test_a_failed_encoder_check_redoes_the_units_with_tokenizers(
+    cli, write_recipe, tmp_path, monkeypatch
+):
+    """The check runs while the workers already encode with tiktoken: when it fails, those
+    units are encoded again with `tokenizers`, each reported once, and the bytes are the
+    reference's."""
+    import mixer.build.tiktoken_fast as backend
+
+    recipe = write_recipe(small_recipe(tmp_path, validation={"docs": 4}))
+    ref = cli("build", recipe, "-w", "2", "-o", tmp_path / "ref", "--encoder", "tokenizers")
+    assert ref.exit_code == 0, ref.output
+    monkeypatch.setattr(backend, "verify", lambda *a: (False, "WARNING: differ (forced)"))
+    result = cli("build", recipe, "-w", "2", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "WARNING: differ (forced)" in result.output
+    events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    units = [(e["source"], e["unit"]) for e in events if e["event"] == "unit"]
+    sources = Manifest.load(tmp_path / "ref").sources.values()
+    assert len(units) == len(set(units)) == sum(src.inputs.units for src in sources)
+    for name in ("books", "web", "zh"):
+        for split in ("train", "val"):
+            got = [(ids.tolist(), s.tolist()) for ids, s in blocks(tmp_path / "out", name, split)]
+            assert got == [
+                (ids.tolist(), s.tolist()) for ids, s in blocks(tmp_path / "ref", name, split)
+            ]
+    result = cli("build", recipe, "-w", "2", "-o", tmp_path / "b", "--encoder", "tiktoken")
+    assert result.exit_code == 2 and "--encoder tiktoken: cannot be used" in result.output
+
+
 def test_tiktoken_is_refused_loudly_where_it_does_not_apply(cli, write_recipe, tmp_path):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 

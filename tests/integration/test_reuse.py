@@ -36,7 +36,7 @@ def forbid(monkeypatch):
     def apply(*what):
         if "tokenize" in what:
             monkeypatch.setattr(mixer.build, "run_unit", boom("tokenize"))
-            monkeypatch.setattr(mixer.build, "load_tokenizer", boom("load the tokenizer"))
+            monkeypatch.setattr(mixer.build, "open_tokenizer", boom("load the tokenizer"))
         if "hash" in what:  # inputs (the tokenizer's file is hashed, it is not an input)
             real = mixer.build.reuse.sha256_file
             monkeypatch.setattr(
@@ -47,7 +47,7 @@ def forbid(monkeypatch):
         if "shards" in what:
             reader = mixer.artifacts.shards.ShardReader
             monkeypatch.setattr(reader, "__init__", boom("read a shard"))
-            monkeypatch.setattr(mixer.build, "merge_source", boom("pack a source"))
+            monkeypatch.setattr(mixer.build, "SourceMerge", boom("pack a source"))
 
     return apply
 
