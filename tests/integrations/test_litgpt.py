@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from click.testing import CliRunner
 
 from mixer import StreamingMixture
@@ -137,6 +137,6 @@ def test_example_trains_the_plans_rows_and_resumes_at_the_next(tiny, tmp_path):
     log = litgpt(substitute(resume, values), tmp_path / "resumed.jsonl", tmp_path / "cache")
     assert f"Resuming training from {ckpt}" in log
     plan = StreamingMixture(tiny["--data.path"], batch_size=MICRO, cache_dir=tmp_path / "c")
-    expected = [x["input_ids"][1:].tolist() for x, _ in zip(plan, range(TOTAL_ROWS))]
+    expected = [x["input_ids"][1:].tolist() for x in itertools.islice(plan, TOTAL_ROWS)]
     assert rows(tmp_path / "first.jsonl") == expected[:FIRST_ROWS]
     assert rows(tmp_path / "resumed.jsonl") == expected[FIRST_ROWS:]
