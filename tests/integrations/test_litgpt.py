@@ -7,11 +7,11 @@ not installed, and fail there under MIXER_REQUIRE_TRAINERS=1.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import shlex
-import itertools
 import subprocess
 import sys
 from pathlib import Path
