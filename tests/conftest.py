@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from tests import helpers  # noqa: F401 (sets the offline HF environment first)
 
-
 _FOLDER_MARKS = {
     "unit": "unit",
     "integration": "integration",
