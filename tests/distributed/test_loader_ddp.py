@@ -12,8 +12,9 @@ import torch
 
 from mixer import MixerLoader
 from tests.helpers import build_demo
+from tests.integrations.conftest import require
 
-lightning = pytest.importorskip("lightning")
+lightning = require("lightning")
 
 B, WORLD, FIRST, TOTAL_STEPS = 4, 2, 5, 12
 
