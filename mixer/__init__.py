@@ -7,26 +7,33 @@ The flow, and where each step lives::
                                            build.text    build.tokenizer          artifacts.shards
                                                          build.tiktoken_fast
                  manifest.json (artifacts.manifest) + plan.json (artifacts.planfile, plan)
-                 -> StreamingMixture (serve.mixture over serve.cache) -> the trainer
+                 -> StreamingMixture (serve.mixture over serve.cache; resume states: serve.state)
+                 -> MixerLoader (serve.loader) or the trainer's own DataLoader -> the trainer
+                    (integrations.litgpt, integrations.hf: trainer-specific adapters)
                  -> mixer stats / inspect / verify (report)
 
 Reading order for a newcomer: ``recipe`` (what a user writes; ``_mixture`` its mixture and
 phases, ``_yaml`` the typed YAML access), ``build/__init__`` (the build's phases),
 ``artifacts`` (what a build writes), ``plan`` (pure index math: allocation, phases and their
-limits, interleave, passes, slicing), ``serve`` (the cache and ``StreamingMixture``),
-``report``, ``cli``. ``errors`` holds every user-facing exception; ``identity`` the hashing;
-``typed`` the checked loading of JSON records.
+limits, interleave, passes, slicing), ``serve`` (the cache, ``StreamingMixture``,
+``MixerLoader``), ``integrations`` (one module per trainer), ``report``, ``cli``. ``errors``
+holds every user-facing exception; ``identity`` the hashing; ``typed`` the checked loading of
+JSON records.
 """
 
 __version__ = "0.1.0"
-__all__ = ["StreamingMixture", "__version__"]
+__all__ = ["MixerLoader", "StreamingMixture", "__version__"]
 
 
 def __getattr__(name: str):
     # Lazy: `import mixer` (the CLI, the build) must not import torch; trainers that ask for
-    # StreamingMixture already have it.
+    # StreamingMixture or MixerLoader already have it.
     if name == "StreamingMixture":
         from mixer.serve.mixture import StreamingMixture
 
         return StreamingMixture
+    if name == "MixerLoader":
+        from mixer.serve.loader import MixerLoader
+
+        return MixerLoader
     raise AttributeError(f"module 'mixer' has no attribute {name!r}")

@@ -40,3 +40,7 @@ class UsageError(MixerError, ValueError):
     """A call's argument is invalid: a split, a rank not below the world size, a batch size,
     an index outside the plan. (The CLI reports its own option mistakes as click usage
     errors.)"""
+
+
+class TrainerError(MixerError):
+    """A trainer, model or batch does not fit the build (vocabulary, steps beyond the plan, ...)."""

@@ -16,6 +16,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from mixer.artifacts.planfile import load_plan, val_plan
 from mixer.errors import StateError, UsageError
+from mixer.serve import state
 from mixer.serve.cache import SplitStore, cache_root, open_build
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
@@ -30,7 +31,11 @@ class StreamingMixture(IterableDataset):
         split: ``"train"`` (the plan in plan.json) or ``"val"`` (every held-out block once).
         batch_size: per-rank batch size B of the trainer's DataLoader. Given, batches are the
             same for any ``num_workers``; not given, samples are dealt one at a time (B = 1).
-        rank, world_size: default to torch.distributed's, else $RANK / $WORLD_SIZE, else 0 / 1.
+        rank, world_size: this process's **data-parallel** rank and the number of data-parallel
+            replicas (torchtitan's ``dp_rank`` / ``dp_world_size``): processes given the same rank
+            get the same batches. Default: torch.distributed's rank and world size, else $RANK /
+            $WORLD_SIZE, else 0 / 1 -- right only when every process is its own data-parallel
+            replica (DDP, FSDP); under tensor, pipeline or context parallelism pass them.
         source: serve one source alone (e.g. validation loss on the replay data only).
         position_ids: include ``position_ids`` (default). A trainer that does not reset positions
             at document starts can turn them off: half the bytes through a DataLoader.
@@ -66,8 +71,10 @@ class StreamingMixture(IterableDataset):
         plan = load_plan(self.manifest) if split == "train" else val_plan(self.manifest)
         self.plan = plan.restrict(source) if source else plan
         self.cache_dir = cache_root(cache_dir) / self.manifest.fingerprint[:16]
-        self._start = 0  # global samples consumed before this iteration
-        self._yielded = 0  # samples this rank handed out in this process since _start
+        self._start = 0  # global sample where this rank's slicing starts (the resume point)
+        self._skip = 0  # batches of that slicing this process served before this iteration
+        self._yielded = 0  # samples this process handed out in this iteration
+        self._exhausted = False  # this iteration reached its end (a short last batch is whole)
         self._stores: dict[str, SplitStore] = {}
         self._buffers = _Buffers()
 
@@ -87,11 +94,11 @@ class StreamingMixture(IterableDataset):
             raise UsageError(f"n must be in [0, {self.plan.total}], got {n}")
         return self.plan.counts_at(n)
 
-    def _slicing(self):
+    def _slicing(self, start: int | None = None):
         from mixer.plan import Slicing
 
         return Slicing(
-            start=self._start,
+            start=self._start if start is None else start,
             total=self.plan.total,
             batch=self.batch_size or 1,
             world=self.world_size,
@@ -100,68 +107,94 @@ class StreamingMixture(IterableDataset):
         )
 
     def __len__(self) -> int:
-        """Samples this rank yields from the current state to the end."""
-        return self._slicing().num_samples
+        """Samples this rank yields from the start of the current iteration to the end (from the
+        state, in the main process; with DataLoader workers the loader counts batches)."""
+        return self._slicing(self._slicing().global_seen(self._skip)).num_samples
 
     # -- resume ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Small JSON-able state: global samples consumed (complete global batches) and plan.
+        """Small state of plain ints and strings (`mixer.serve.state`), taken between batches.
 
-        Taken between batches. A call in the middle of one means the DataLoader's batch size is
-        not this dataset's ``batch_size`` (or the state is taken mid-batch): an error, since
-        rounding would replay or skip samples on resume.
+        In the main process: ``samples_seen``, the global samples consumed (complete global
+        batches), the same on every rank. Inside a DataLoader worker: that worker's own progress,
+        which torchdata's StatefulDataLoader snapshots with each batch and gives back to the same
+        worker on resume. A call in the middle of a batch means the DataLoader's batch size is not
+        this dataset's ``batch_size``: an error, since rounding would replay or skip samples.
         """
         sl = self._slicing()
-        if self._yielded % sl.batch:
-            raise StateError(
-                f"state_dict() after {self._yielded} samples, in the middle of a batch of"
-                f" {sl.batch}: give StreamingMixture the DataLoader's batch_size and take the"
-                " state between batches"
-            )
-        seen = sl.global_seen(self._yielded // sl.batch)
-        return {
-            "samples_seen": seen,
+        done = self._skip + self._batches_done(sl.batch)
+        info = get_worker_info()
+        common = {
             "plan": self.plan.fingerprint,
             "split": self.split,
-            "batch_size": sl.batch,
-            "world_size": self.world_size,
+            "batch": sl.batch,
+            "world": self.world_size,
         }
+        if info is None:
+            return state.global_state(seen=sl.global_seen(done), **common)
+        return state.worker_state(
+            start=self._start, worker=info.id, workers=info.num_workers, batches=done, **common
+        )
 
-    def load_state_dict(self, state: dict) -> None:
-        """Continue after ``state["samples_seen"]`` global samples, in O(1).
+    def load_state_dict(self, sd: dict) -> None:
+        """Continue after ``sd["samples_seen"]`` global samples, in O(1).
 
         The world size, batch size and number of workers may differ from the run that saved it:
-        global batches are counted from the resume point.
+        global batches are counted from the resume point. A DataLoader worker's own state (see
+        :meth:`state_dict`) resumes that worker, with the same batch size and world size.
         """
-        if not isinstance(state, dict) or "samples_seen" not in state:
-            raise StateError("a mixture state needs 'samples_seen' (global samples consumed)")
-        seen = state["samples_seen"]
-        if not isinstance(seen, int) or isinstance(seen, bool) or not 0 <= seen <= self.plan.total:
-            raise StateError(f"samples_seen={seen!r} is outside this plan's [0, {self.plan.total}]")
-        plan = state.get("plan")
-        if plan is not None and plan != self.plan.fingerprint:
-            raise StateError(
-                f"this state is from another plan ({str(plan)[:12]}…, this one is"
-                f" {self.plan.fingerprint[:12]}…): the data, weights or seed changed; resume"
-                " from {'samples_seen': n} only if that is intended"
+        plan, total = self.plan.fingerprint, self.plan.total
+        if state.is_worker_state(sd):
+            info = get_worker_info()
+            self._start, self._skip = state.check_worker(
+                sd,
+                plan=plan,
+                total=total,
+                worker=(info.id, info.num_workers) if info else None,
+                batch=self.batch_size or 1,
+                world=self.world_size,
             )
-        self._start, self._yielded = seen, 0
+        else:
+            self._start, self._skip = state.check_global(sd, plan=plan, total=total), 0
+        self._yielded, self._exhausted = 0, False
+
+    def _batches_done(self, batch: int) -> int:
+        """Batches this process handed out in the current iteration (a short last one counts)."""
+        done, part = divmod(self._yielded, batch)
+        if part and not self._exhausted:
+            raise StateError(
+                f"state_dict() after {self._yielded} samples, in the middle of a batch of"
+                f" {batch}: give StreamingMixture the DataLoader's batch_size and take the"
+                " state between batches"
+            )
+        return done + (part > 0)
 
     # -- iteration ------------------------------------------------------------------------
     def __iter__(self):
+        """Serve this rank's (and DataLoader worker's) batches from the current state.
+
+        Training continues after the batches this process already handed out (a second pass
+        over a consumed plan is empty: the plan is the whole run); validation starts again at
+        its state each time, so every evaluation sees the same held-out blocks.
+        """
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         sl = self._slicing()
-        self._start, self._yielded = sl.global_seen(self._yielded // sl.batch), 0
-        sl = self._slicing()
-        mine = range(worker, sl.num_batches, workers)  # DataLoader workers take batches in turn
+        if self.split == "train":
+            self._skip += self._yielded // sl.batch
+        self._yielded, self._exhausted = 0, False
+        # DataLoader workers take batches in turn; a worker's skip counts its own batches
+        mine = range(worker + self._skip * workers, sl.num_batches, workers)
         per_window = max(1, WINDOW_SAMPLES // sl.batch)
         for w in range(0, len(mine), per_window):
             batches = np.asarray(mine[w : w + per_window], np.int64)
             src, ks, index = self._locate(sl, batches)
             for a in range(0, index.size, CHUNK_SAMPLES):
                 b = a + CHUNK_SAMPLES
-                yield from self._samples(src[a:b], ks[a:b], index[a:b], info is None)
+                for sample in self._samples(src[a:b], ks[a:b], index[a:b]):
+                    self._yielded += 1  # before the yield: a sample is consumed once handed out
+                    yield sample
+        self._exhausted = True
 
     def _locate(self, sl, batches: np.ndarray):
         """(source, k, global index) of every sample of these batches, in order."""
@@ -177,7 +210,7 @@ class StreamingMixture(IterableDataset):
             blocks[sel] = self.plan.block_ids(int(s), ks[sel])
         return src, blocks, index
 
-    def _samples(self, src, blocks, index, count: bool):
+    def _samples(self, src, blocks, index):
         rows = 2 if self.position_ids else 1
         out = self._buffers.get((rows, index.size, self.plan.seq_len))
         for s in np.unique(src).tolist():
@@ -188,8 +221,6 @@ class StreamingMixture(IterableDataset):
                 out[1, sel] = cells[:, 1]
         names = [p.name for p in self.plan.sources]
         for j, (s, i) in enumerate(zip(src.tolist(), index.tolist(), strict=True)):
-            if count:
-                self._yielded += 1  # before the yield: the sample is consumed once handed out
             sample = {"input_ids": out[0, j], "source": names[s], "index": i}
             if rows == 2:
                 sample["position_ids"] = out[1, j]
@@ -248,5 +279,5 @@ def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
             rank = int(os.environ.get("RANK", 0)) if rank is None else rank
             world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
     if world < 1 or not 0 <= rank < world:
-        raise UsageError(f"rank {rank} is not in [0, world_size={world})")
+        raise UsageError(f"data-parallel rank {rank} is not in [0, world_size={world})")
     return rank, world
