@@ -34,3 +34,7 @@ class PlanError(MixerError):
 
 class StateError(MixerError):
     """A resume state or a rank/world-size/batch-size setting does not fit the plan."""
+
+
+class TrainerError(MixerError):
+    """A trainer, model or batch does not fit the build (vocabulary, steps beyond the plan, ...)."""
