@@ -2,8 +2,10 @@
 
 ``MixerTrainer`` (a ``transformers.Trainer`` that trains mixer's plan exactly, resumes in
 O(1) and evaluates per source) lives in :mod:`mixer.integrations.hf_trainer` and is importable
-from here; this module holds what a stock ``Trainer`` script needs too (``MixerCollator``,
-``check_vocabulary``, ``packed_attention``) and imports neither transformers nor accelerate.
+from here. This module holds what a stock ``Trainer`` script needs too (``MixerCollator``,
+``check_vocabulary``, ``packed_attention``, ``val_mixtures``, ``token_losses``) and the
+dataset and step arithmetic for a Trainer's arguments; it imports neither transformers nor
+accelerate (torch and the dataset only when called).
 
 Why the labels look the way they do: Hugging Face causal LMs shift labels inside the model
 (the logits at t are scored against ``labels[t + 1]``), so ``labels = input_ids`` over a block,
@@ -24,13 +26,21 @@ block score the same L - 1 tokens whatever number of documents it holds.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from mixer.errors import TrainerError
+from mixer.plan import Slicing
 
-__all__ = ["MixerCollator", "check_vocabulary", "packed_attention"]  # + MixerTrainer, lazily
+__all__ = [  # + MixerTrainer, imported when asked for
+    "MixerCollator",
+    "check_vocabulary",
+    "packed_attention",
+    "token_losses",
+    "val_mixtures",
+]
 
 IGNORE = -100  # Hugging Face's ignore_index for labels
 
@@ -105,13 +115,13 @@ def blank_sample(seq_len: int) -> dict:
     }
 
 
-def check_vocabulary(vocab_size: int, model, where: str) -> None:
+def check_vocabulary(model, vocab_size: int, where: str) -> None:
     """Refuse a build whose token ids can reach past the model's embedding or output layer.
 
     ``vocab_size`` is the build's tokenizer's (``manifest.data["tokenizer"]["vocab_size"]``;
-    every id is below it). A larger tokenizer than the model (Chinese-LLaMA-2's 55,296 ids on
-    Llama-2's 32,000 rows) fails on CPU with an index error deep in the embedding, and on GPU
-    with a device-side assert, or trains on garbage rows: this says so before training.
+    every id is below it); ``where`` names the build in the message. A larger tokenizer than
+    the model (Chinese-LLaMA-2's 55,296 ids on Llama-2's 32,000 rows) fails on CPU with an
+    index error deep in the embedding and on GPU with a device-side assert: this says so first.
     """
     rows = [_rows(model.get_input_embeddings())]
     if hasattr(model, "get_output_embeddings"):
@@ -125,6 +135,31 @@ def check_vocabulary(vocab_size: int, model, where: str) -> None:
             f" index past it; resize it (model.resize_token_embeddings({vocab_size})) or build"
             " with the model's own tokenizer"
         )
+
+
+def val_mixtures(path, *, batch_size: int, rank=None, world_size=None) -> dict:
+    """``{source: StreamingMixture(path, "val", source=source, ...)}`` for every source with
+    held-out blocks: as a Trainer's ``eval_dataset`` it gives ``eval_<source>_loss``."""
+    from mixer.serve.mixture import StreamingMixture
+
+    names = [p.name for p in StreamingMixture(path, "val").plan.sources]
+    return {
+        name: StreamingMixture(
+            path, "val", batch_size=batch_size, rank=rank, world_size=world_size, source=name
+        )
+        for name in names
+    }
+
+
+def token_losses(logits, labels):
+    """``[sum of token losses, scored tokens]`` (float64), with the causal shift the model
+    applies: summed over batches and ranks, their ratio is the exact loss per token."""
+    import torch
+
+    target = labels[..., 1:].reshape(-1)
+    scores = logits[..., :-1, :].reshape(target.numel(), -1).float()
+    nll = torch.nn.functional.cross_entropy(scores, target, ignore_index=IGNORE, reduction="sum")
+    return torch.stack([nll.double(), (target != IGNORE).sum().double()])
 
 
 def _rows(layer) -> int | None:
@@ -153,3 +188,87 @@ def packed_attention(model) -> bool:
         return False
     config.use_cache = False
     return "flash" in str(getattr(config, "_attn_implementation", "") or "")
+
+
+# -- datasets and steps for a Trainer's arguments (MixerTrainer) ------------------------------
+def rank_mixture(data, split: str, batch: int, args):
+    """The rank's StreamingMixture for a Trainer's ``args``: made from a build's path, or a given
+    one checked against them (B, rank and world size fix which samples the rank serves)."""
+    from mixer.serve.mixture import StreamingMixture
+
+    rank, world = args.process_index, args.world_size
+    if isinstance(data, (str, os.PathLike)):
+        return StreamingMixture(data, split, batch_size=batch, rank=rank, world_size=world)
+    if not isinstance(data, StreamingMixture):
+        raise TrainerError(
+            f"{split} dataset: MixerTrainer takes a build's output path or a StreamingMixture,"
+            f" not {type(data).__name__}; use transformers.Trainer with MixerCollator otherwise"
+        )
+    got, want = (data.batch_size, data.rank, data.world_size), (batch, rank, world)
+    if got != want:
+        raise TrainerError(
+            f"{split} dataset {data.path}: StreamingMixture has (batch_size, rank, world_size) ="
+            f" {got} but the Trainer runs {want}: pass the build's path instead (MixerTrainer"
+            " makes it) or build it with those values"
+        )
+    return data
+
+
+def eval_sets(data, args):
+    """A build's path becomes one validation set per source; mixtures are checked."""
+    from mixer.serve.mixture import StreamingMixture
+
+    if isinstance(data, (str, os.PathLike)):
+        rank, world = args.process_index, args.world_size
+        return val_mixtures(data, batch_size=args.eval_batch_size, rank=rank, world_size=world)
+    if isinstance(data, StreamingMixture):
+        return rank_mixture(data, "val", args.eval_batch_size, args)
+    if isinstance(data, dict):
+        return {
+            k: eval_sets(v, args) if isinstance(v, StreamingMixture) else v for k, v in data.items()
+        }
+    return data
+
+
+def check_build_vocabulary(model, ds) -> None:
+    check_vocabulary(model, ds.manifest.data["tokenizer"]["vocab_size"], ds.path)
+
+
+def _steps_available(ds, args, start: int) -> int:
+    whole = Slicing(
+        start=start,
+        total=ds.total_samples,
+        batch=args.train_batch_size,
+        world=args.world_size,
+        rank=0,
+    )
+    return whole.num_batches // args.gradient_accumulation_steps
+
+
+def plan_max_steps(ds, args) -> int:
+    """``args.max_steps``, or when not set (<= 0) every optimizer step the plan holds."""
+    if args.max_steps > 0:
+        check_steps(ds, args, 0, args.max_steps)
+        return args.max_steps
+    steps = _steps_available(ds, args, 0)
+    if steps == 0:
+        raise TrainerError(
+            f"{ds.path}: the plan's {ds.total_samples:,} samples do not fill one optimizer step"
+            f" of {args.train_batch_size} x {args.world_size} ranks x"
+            f" {args.gradient_accumulation_steps} accumulation: lower the batch or build more"
+        )
+    return steps
+
+
+def check_steps(ds, args, start: int, steps: int) -> None:
+    available = _steps_available(ds, args, start)
+    if steps > available:
+        per_step = args.train_batch_size * args.world_size * args.gradient_accumulation_steps
+        raise TrainerError(
+            f"max_steps={args.max_steps}: {steps:,} optimizer steps of {per_step:,} samples"
+            f" (batch {args.train_batch_size} x {args.world_size} ranks x"
+            f" {args.gradient_accumulation_steps} accumulation) from sample {start:,} need"
+            f" {steps * per_step:,} samples, but the plan of {ds.path} has"
+            f" {ds.total_samples - start:,} left ({available:,} steps): lower max_steps or the"
+            " batch, or build a larger plan (mixture.samples / mixture.tokens)"
+        )

@@ -1,31 +1,23 @@
 """``MixerTrainer``: a ``transformers.Trainer`` that trains mixer's plan exactly.
 
-What the stock Trainer does with an IterableDataset, and what this class does instead
-(transformers 4.57 and 5.x, accelerate 1.x):
+What the stock Trainer does with an IterableDataset (transformers 4.57 and 5.x, accelerate
+1.x), and what this class does instead:
 
-- **Order.** The stock loader goes through ``accelerator.prepare``, which dispatches batches
-  from rank 0 (half the plan never trained at W = 2) or shards a second time. Here each rank's
-  DataLoader reads its own slice of the plan (global batch g is samples [g*B*W, (g+1)*B*W),
-  rank r takes the B at g*B*W + r*B) and is not prepared: the Trainer still moves tensors to
-  the device (``_prepare_inputs``). The first S optimizer steps train exactly plan samples
-  [0, S*B*W*GA), each once.
-- **Resume.** The stock Trainer re-reads and discards every trained batch
-  (``skip_first_batches``). Here the global samples consumed are saved in the checkpoint's
-  ``trainer_state.json`` (``stateful_callbacks.MixerProgress``) and the dataset starts there in
-  O(1); the Trainer's own skip is turned off (``ignore_data_skip``). A user's
-  ``ignore_data_skip=True`` keeps its meaning: the data restarts at sample 0.
-- **Length.** The plan is the whole training: ``max_steps`` defaults to the optimizer steps it
-  holds (``num_train_epochs`` is not used) and beyond it is an error, never a second pass.
-- **Evaluation.** A ``StreamingMixture`` eval set is scored as the mean loss per token over
-  every sample exactly once across ranks (the stock loop repeats samples to even out ranks and
-  weights batches equally); ranks run the same number of forward passes, padded with samples
-  that have no label, so DDP/FSDP/ZeRO-3 never wait on each other.
+- accelerate dispatches batches from rank 0 (half the plan untrained at W = 2) or shards a
+  second time: here each rank's DataLoader reads its own slice of the plan and is not prepared
+  (the Trainer still moves tensors to the device in ``_prepare_inputs``);
+- resume re-reads and discards every trained batch (``skip_first_batches``): here the samples
+  consumed are saved in trainer_state.json (``stateful_callbacks.MixerProgress``) and the
+  dataset starts there in O(1), with the Trainer's skip off (``ignore_data_skip``);
+- epochs replay the data: here the plan is the training; ``max_steps`` defaults to its steps;
+- evaluation repeats samples to even out ranks and weights batches equally: here every val
+  sample counts once, as the mean loss per token, and ranks run equally many forward passes
+  (short batches padded with unlabeled rows) so DDP/FSDP/ZeRO-3 never wait on each other.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 
 import torch
 from torch.utils.data import DataLoader
@@ -34,7 +26,17 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import EvalLoopOutput
 
 from mixer.errors import StateError, TrainerError
-from mixer.integrations.hf import MixerCollator, blank_sample, check_vocabulary, packed_attention
+from mixer.integrations.hf import (
+    MixerCollator,
+    blank_sample,
+    check_build_vocabulary,
+    check_steps,
+    eval_sets,
+    packed_attention,
+    plan_max_steps,
+    rank_mixture,
+    token_losses,
+)
 from mixer.serve.mixture import StreamingMixture
 
 PROGRESS = "MixerProgress"  # its key in trainer_state.json's stateful_callbacks
@@ -63,9 +65,9 @@ class MixerProgress(TrainerCallback, ExportableState):
 
 
 class _PlanLoader(DataLoader):
-    """The rank's DataLoader; its length is the plan's optimizer steps x GA from sample 0 (the
-    Trainer's epoch arithmetic must not change on resume) and ``start`` runs at each
-    ``iter()``: after the Trainer has loaded a checkpoint's state, before the first batch."""
+    """The rank's DataLoader. Its length is max_steps x GA whatever the resume point (the
+    Trainer's epoch arithmetic must not change on resume); ``start`` runs at each ``iter()``:
+    after the Trainer has loaded a checkpoint's state, before the first batch."""
 
     def __init__(self, dataset, *, length: int, start, **kwargs):
         super().__init__(dataset, **kwargs)
@@ -110,11 +112,11 @@ class MixerTrainer(Trainer):
         args.ignore_data_skip = True  # the dataset resumes itself: no skip_first_batches
         flatten = packed_attention(model) if model is not None else False
         if train_dataset is not None:
-            train_dataset = _mixture(train_dataset, "train", args.train_batch_size, args)
-            args.max_steps = _max_steps(train_dataset, args)
+            train_dataset = rank_mixture(train_dataset, "train", args.train_batch_size, args)
+            args.max_steps = plan_max_steps(train_dataset, args)
             if model is not None:
-                _check_model(model, train_dataset)
-        eval_dataset = _eval_sets(eval_dataset, args)
+                check_build_vocabulary(model, train_dataset)
+        eval_dataset = eval_sets(eval_dataset, args)
         if data_collator is None:
             data_collator = MixerCollator(flatten=flatten)
         elif isinstance(data_collator, MixerCollator) and flatten and not data_collator.flatten:
@@ -138,7 +140,7 @@ class MixerTrainer(Trainer):
         ds = self.train_dataset
         if ds is None:
             raise TrainerError("MixerTrainer.train: no train_dataset (give a build's path)")
-        _check_model(self.model, ds)
+        check_build_vocabulary(self.model, ds)
         args = self.args
         return _PlanLoader(
             ds,
@@ -154,7 +156,7 @@ class MixerTrainer(Trainer):
         ds, args, step = self.train_dataset, self.args, self.state.global_step
         start = self._checkpoint_samples(ds, step) if step and not self._restart_data else 0
         per_step = args.train_batch_size * args.world_size * args.gradient_accumulation_steps
-        _check_steps(ds, args, start, args.max_steps - step)
+        check_steps(ds, args, start, args.max_steps - step)
         ds.load_state_dict({"samples_seen": start, "plan": ds.plan.fingerprint})
         progress = next(c for c in self.callback_handler.callbacks if isinstance(c, MixerProgress))
         progress.samples_seen, progress.global_step = start, step
@@ -183,7 +185,7 @@ class MixerTrainer(Trainer):
         ds = self.eval_dataset if ds is None else ds
         if not isinstance(ds, StreamingMixture):
             return super().get_eval_dataloader(eval_dataset)
-        ds = _mixture(ds, "val", self.args.eval_batch_size, self.args)
+        ds = rank_mixture(ds, "val", self.args.eval_batch_size, self.args)
         ds.load_state_dict({"samples_seen": 0})  # in the main process it counts what it served
         options = _loader_options(self.args)
         return DataLoader(ds, batch_size=self.args.eval_batch_size, collate_fn=list, **options)
@@ -207,7 +209,7 @@ class MixerTrainer(Trainer):
             labels = inputs.pop("labels")
             with torch.no_grad(), self.compute_loss_context_manager():
                 logits = model(**inputs).logits
-            sums += _token_nll(logits, labels)
+            sums += token_losses(logits, labels)
         if ds.world_size > 1:
             torch.distributed.all_reduce(sums)
         loss = (sums[0] / sums[1]).item() if sums[1] else float("nan")
@@ -225,14 +227,6 @@ class MixerTrainer(Trainer):
             model = self.accelerator.prepare_model(model, evaluation_mode=True)
         model.eval()
         return model
-
-
-def _token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(sum of token losses, scored tokens), with the causal shift the model applies."""
-    target = labels[..., 1:].reshape(-1)
-    scores = logits[..., :-1, :].reshape(target.numel(), -1).float()
-    nll = torch.nn.functional.cross_entropy(scores, target, ignore_index=-100, reduction="sum")
-    return torch.stack([nll.double(), (target != -100).sum().double()])
 
 
 def _loader_options(args) -> dict:
@@ -254,87 +248,4 @@ def _check_args(args) -> None:
         raise TrainerError(
             "accelerator_config.split_batches=True: MixerTrainer gives each rank its own"
             " per_device_train_batch_size samples; turn split_batches off"
-        )
-
-
-def _mixture(data, split: str, batch: int, args) -> StreamingMixture:
-    """The rank's StreamingMixture: made from a build's path, or checked against ``args``."""
-    rank, world = args.process_index, args.world_size
-    if isinstance(data, (str, os.PathLike)):
-        return StreamingMixture(data, split, batch_size=batch, rank=rank, world_size=world)
-    if not isinstance(data, StreamingMixture):
-        raise TrainerError(
-            f"{split} dataset: MixerTrainer takes a build's output path or a StreamingMixture,"
-            f" not {type(data).__name__}; use transformers.Trainer with MixerCollator otherwise"
-        )
-    got, want = (data.batch_size, data.rank, data.world_size), (batch, rank, world)
-    if got != want:
-        raise TrainerError(
-            f"{split} dataset {data.path}: StreamingMixture has (batch_size, rank, world_size) ="
-            f" {got} but the Trainer runs {want}: pass the build's path instead (MixerTrainer"
-            " makes it) or build it with those values"
-        )
-    return data
-
-
-def _eval_sets(data, args):
-    """A build's path becomes one validation set per source; mixtures are checked."""
-    if isinstance(data, (str, os.PathLike)):
-        whole = StreamingMixture(data, "val")
-        return {
-            p.name: StreamingMixture(
-                data,
-                "val",
-                batch_size=args.eval_batch_size,
-                rank=args.process_index,
-                world_size=args.world_size,
-                source=p.name,
-            )
-            for p in whole.plan.sources
-        }
-    if isinstance(data, StreamingMixture):
-        return _mixture(data, "val", args.eval_batch_size, args)
-    if isinstance(data, dict):
-        return {
-            k: _eval_sets(v, args) if isinstance(v, StreamingMixture) else v
-            for k, v in data.items()
-        }
-    return data
-
-
-def _check_model(model, ds: StreamingMixture) -> None:
-    check_vocabulary(ds.manifest.data["tokenizer"]["vocab_size"], model, ds.path)
-
-
-def _steps_available(ds: StreamingMixture, args, start: int) -> int:
-    per_batch = args.train_batch_size * args.world_size
-    return (ds.total_samples - start) // per_batch // args.gradient_accumulation_steps
-
-
-def _max_steps(ds: StreamingMixture, args) -> int:
-    """``args.max_steps``, or when not set (<= 0) every optimizer step the plan holds."""
-    if args.max_steps > 0:
-        _check_steps(ds, args, 0, args.max_steps)
-        return args.max_steps
-    steps = _steps_available(ds, args, 0)
-    if steps == 0:
-        raise TrainerError(
-            f"{ds.path}: the plan's {ds.total_samples:,} samples do not fill one optimizer step"
-            f" of {args.train_batch_size} x {args.world_size} ranks x"
-            f" {args.gradient_accumulation_steps} accumulation: lower the batch or build more"
-        )
-    return steps
-
-
-def _check_steps(ds: StreamingMixture, args, start: int, steps: int) -> None:
-    available = _steps_available(ds, args, start)
-    if steps > available:
-        per_step = args.train_batch_size * args.world_size * args.gradient_accumulation_steps
-        raise TrainerError(
-            f"max_steps={args.max_steps}: {steps:,} optimizer steps of {per_step:,} samples"
-            f" (batch {args.train_batch_size} x {args.world_size} ranks x"
-            f" {args.gradient_accumulation_steps} accumulation) from sample {start:,} need"
-            f" {steps * per_step:,} samples, but the plan of {ds.path} has"
-            f" {ds.total_samples - start:,} left ({available:,} steps): lower max_steps or the"
-            " batch, or build a larger plan (mixture.samples / mixture.tokens)"
         )

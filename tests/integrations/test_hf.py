@@ -70,7 +70,7 @@ def out(tmp_path_factory):
             {"web": 0.7, "zh": 0.3},
             seq_len=32,
             remainder="pad",
-            validation={"fraction": 0.05},
+            validation={"fraction": 0.03},
             mixture={"samples": 400},
         )
 
@@ -95,6 +95,7 @@ def test_first_steps_train_the_plan_in_order(out, tmp_path, accumulation, worker
     assert model.seen == [list(range(a, a + B)) for a in range(0, n, B)]
 
 
+@pytest.mark.slow
 def test_resume_is_exact_and_reads_nothing_twice(out, tmp_path):
     def trainer(model, dataset, **kw):
         args = hf_args(
@@ -160,11 +161,12 @@ def test_the_plan_bounds_max_steps(out, tmp_path):
 def test_a_vocabulary_larger_than_the_model_is_refused(out, tmp_path):
     with pytest.raises(TrainerError, match=r"has 8,192 ids .* embedding has 4,096 rows"):
         MixerTrainer(tiny_llama(vocab=4096), hf_args(tmp_path), train_dataset=str(out))
-    check_vocabulary(8192, tiny_llama(vocab=8192), "out")  # equal sizes are fine
-    check_vocabulary(100, tiny_llama(vocab=8192), "out")
+    check_vocabulary(tiny_llama(vocab=8192), 8192, "out")  # equal sizes are fine
+    check_vocabulary(tiny_llama(vocab=8192), 100, "out")
 
 
 # -- evaluation -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_eval_per_source_scores_every_val_sample_once(out, tmp_path):
     model = tiny_llama()
     args = hf_args(tmp_path)

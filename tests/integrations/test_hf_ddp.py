@@ -31,7 +31,7 @@ def out(tmp_path_factory):
             {"web": 0.7, "zh": 0.3},
             seq_len=32,
             remainder="pad",
-            validation={"fraction": 0.05},
+            validation={"fraction": 0.03},
             mixture={"samples": 400},
         )
 
