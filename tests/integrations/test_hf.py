@@ -129,6 +129,10 @@ def test_resume_is_exact_and_reads_nothing_twice(out, tmp_path):
     assert flat(again.seen) == list(range(16))  # HF's meaning: the data restarts at sample 0
 
     state = json.loads((ckpt / "trainer_state.json").read_text())
+    state["stateful_callbacks"]["MixerProgress"]["attributes"]["plan"] = "0" * 64
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    with pytest.raises(StateError, match=r"checkpoint at step 2 trained another plan \(000000"):
+        trainer(tiny_llama(), str(out)).train(resume_from_checkpoint=str(ckpt))
     del state["stateful_callbacks"]["MixerProgress"]
     (ckpt / "trainer_state.json").write_text(json.dumps(state))
     with pytest.raises(StateError, match="checkpoint at step 2 holds no mixer position"):
@@ -163,6 +167,36 @@ def test_a_vocabulary_larger_than_the_model_is_refused(out, tmp_path):
         MixerTrainer(tiny_llama(vocab=4096), hf_args(tmp_path), train_dataset=str(out))
     check_vocabulary(tiny_llama(vocab=8192), 8192, "out")  # equal sizes are fine
     check_vocabulary(tiny_llama(vocab=8192), 100, "out")
+
+
+class _FlashModel(torch.nn.Module):
+    """Just enough of a flash-attention model for MixerTrainer's checks, which come first."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = LlamaConfig(vocab_size=8192)
+        self.config._attn_implementation_internal = "flash_attention_2"
+        self.embed = torch.nn.Embedding(8192, 2)
+
+    def get_input_embeddings(self):
+        return self.embed
+
+
+def test_settings_that_would_break_the_order_are_refused(out, tmp_path):
+    model = tiny_llama()
+    with pytest.raises(TrainerError, match="auto_find_batch_size=True: the batch size fixes"):
+        MixerTrainer(model, hf_args(tmp_path, auto_find_batch_size=True), train_dataset=str(out))
+    split = hf_args(tmp_path, accelerator_config={"split_batches": True})
+    with pytest.raises(TrainerError, match="split_batches=True: MixerTrainer gives each rank"):
+        MixerTrainer(model, split, train_dataset=str(out))
+    with pytest.raises(TrainerError, match="takes a build's output path or a StreamingMixture"):
+        MixerTrainer(model, hf_args(tmp_path), train_dataset=[1, 2])
+    with pytest.raises(TrainerError, match="MixerTrainer.train: no train_dataset"):
+        MixerTrainer(model, hf_args(tmp_path)).train()
+    flash = _FlashModel()
+    with pytest.raises(TrainerError, match=r"flash attention.*use MixerCollator\(flatten=True\)"):
+        MixerTrainer(flash, hf_args(tmp_path), MixerCollator(), train_dataset=str(out))
+    assert flash.config.use_cache is False  # packed_attention ran on it
 
 
 # -- evaluation -----------------------------------------------------------------------------
