@@ -59,10 +59,9 @@ def hf_args(path, **kw) -> TrainingArguments:
     return TrainingArguments(str(path), report_to=[], disable_tqdm=True, learning_rate=1e-3, **kw)
 
 
-@pytest.fixture(scope="module")
-def out(tmp_path_factory):
-    """Two sources, padded tails (remainder: pad), a plan of 400 samples of 32 tokens."""
-    root = tmp_path_factory.mktemp("hf")
+def small_build(root):
+    """Two sources, padded tails (remainder: pad), a plan of 400 samples of 32 tokens; the
+    serving cache beside it ($MIXER_CACHE, also for the processes a test starts)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MIXER_CACHE", str(root / "cache"))
         yield build_demo(
@@ -73,6 +72,11 @@ def out(tmp_path_factory):
             validation={"fraction": 0.03},
             mixture={"samples": 400},
         )
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    yield from small_build(tmp_path_factory.mktemp("hf"))
 
 
 def flat(batches: list[list[int]]) -> list[int]:

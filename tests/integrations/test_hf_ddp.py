@@ -14,26 +14,16 @@ import pytest
 import torch.multiprocessing as mp
 
 from mixer import StreamingMixture
-from tests.helpers import build_demo
 
 pytest.importorskip("transformers")
+from test_hf import small_build  # noqa: E402
 
 B, WORLD, EVAL_B = 4, 2, 8
 
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hfddp")
-    with pytest.MonkeyPatch.context() as monkey:
-        monkey.setenv("MIXER_CACHE", str(root / "cache"))
-        yield build_demo(
-            root,
-            {"web": 0.7, "zh": 0.3},
-            seq_len=32,
-            remainder="pad",
-            validation={"fraction": 0.03},
-            mixture={"samples": 400},
-        )
+    yield from small_build(tmp_path_factory.mktemp("hfddp"))
 
 
 def _rank_main(rank: int, out: str, tmp: str) -> None:
