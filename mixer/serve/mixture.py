@@ -44,7 +44,10 @@ class StreamingMixture(IterableDataset):
 
     Each sample is ``{"input_ids", "position_ids", "source", "index"}``: int64 arrays of
     seq_len tokens, position ids restarting at 0 at each document start, the source's name and
-    the sample's index in the global sequence.
+    the sample's index in the global sequence. When a source of the plan was built with
+    ``remainder: pad``, every sample also has ``num_padding``: the padding tokens at the end of
+    ``input_ids`` (0 except in that source's last block), so that a collator can leave them out
+    of the loss.
     """
 
     def __init__(
@@ -220,10 +223,13 @@ class StreamingMixture(IterableDataset):
             if rows == 2:
                 out[1, sel] = cells[:, 1]
         names = [p.name for p in self.plan.sources]
+        pads = _padding(self.plan, src, blocks)
         for j, (s, i) in enumerate(zip(src.tolist(), index.tolist(), strict=True)):
             sample = {"input_ids": out[0, j], "source": names[s], "index": i}
             if rows == 2:
                 sample["position_ids"] = out[1, j]
+            if pads is not None:
+                sample["num_padding"] = pads[j]
             yield sample
 
     def __getstate__(self) -> dict:
@@ -267,6 +273,20 @@ class _Buffers:
         if len(self._bufs) < self._keep:
             self._bufs.append(buf)
         return buf
+
+
+def _padding(plan, src: np.ndarray, blocks: np.ndarray) -> list[int] | None:
+    """Padding tokens at the end of each block, or None when no source of the plan is padded.
+
+    ``remainder: pad`` pads only the last block of a source's split (``Packer.finish``), with
+    the EOS id: the tokens alone cannot tell padding from a document's own EOS, so the count is
+    served beside them (one int per sample, only for builds that pad).
+    """
+    pad = np.array([s.padding_tokens for s in plan.sources], np.int64)
+    if not pad.any():
+        return None
+    last = np.array([s.num_blocks - 1 for s in plan.sources], np.int64)
+    return np.where(blocks == last[src], pad[src], 0).tolist()
 
 
 def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:

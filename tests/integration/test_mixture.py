@@ -256,5 +256,5 @@ def test_property_workers_ranks_and_resume(
 def test_position_ids_can_be_left_out(out, cache):
     with_pos = list(itertools.islice(mixture(out, cache), 50))
     without = list(itertools.islice(mixture(out, cache, position_ids=False), 50))
-    assert set(without[0]) == {"input_ids", "source", "index"}
+    assert set(without[0]) == {"input_ids", "source", "index", "num_padding"}  # remainder: pad
     assert [x["input_ids"].tolist() for x in without] == [x["input_ids"].tolist() for x in with_pos]
