@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_data import fortunes  # noqa: E402  (sets RAYON_NUM_THREADS=1: deterministic BPE)
+from make_demo_data import fortunes, train_bpe  # noqa: E402  (sets RAYON_NUM_THREADS=1)
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "recipes" / "data"
@@ -77,27 +77,8 @@ def english_and_poems() -> list[str]:
     return texts
 
 
-def tokenizer(texts: list[str]) -> None:
-    """A byte-level BPE of 2,048 ids trained on every text the demo reads, <|endoftext|> = 0."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB,
-        special_tokens=["<|endoftext|>"],
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(texts, trainer)
-    for t in texts[:3] + texts[-3:]:
-        assert tok.decode(tok.encode(t).ids) == t
-    tok.save(str(OUT / "tokenizer.json"), pretty=False)
-
-
 if __name__ == "__main__":
     zh = chinese()
-    tokenizer(english_and_poems() + zh)
+    train_bpe(english_and_poems() + zh, VOCAB, OUT / "tokenizer.json")  # every text it reads
     for p in sorted(OUT.rglob("*")):
         print(f"{p.relative_to(REPO)}  {p.stat().st_size:,} bytes")

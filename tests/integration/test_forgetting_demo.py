@@ -45,8 +45,9 @@ def test_shipped_pretraining_recipe_validates(cli):
 def test_quick_run_end_to_end(tmp_path):
     out = tmp_path / "forgetting"
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "forgetting_demo.py"), "--quick", "--out", out],
+    proc = subprocess.run(  # --out relative to the working directory, as a user gives it
+        [sys.executable, str(REPO / "tools" / "forgetting_demo.py"), "--quick", "--out", out.name],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,

@@ -86,7 +86,7 @@ def build(data: dict, folder: Path, name: str, built: dict[str, str]) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    out = folder / name
+    out = (folder / name).resolve()  # `from:` paths resolve against the recipe: absolute
     mixer_build(load_recipe(path, output=str(out)), workers=1, console=Console(quiet=True))
     for src_name in data["sources"]:
         built.setdefault(src_name, str(out))
