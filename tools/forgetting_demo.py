@@ -143,10 +143,16 @@ def train_all(args, outs) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> None:
     import json
 
+    from mixer.errors import MixerError
+
     args = options(argv)
     started = time.perf_counter()
     print(f"building {args.seeds * (1 + len(builds.RUNS))} mixer outputs in {args.out}/builds")
-    outs = make_builds(args)
+    try:
+        outs = make_builds(args)
+    except MixerError as e:  # a recipe mistake, e.g. --steps beyond continue.yaml's max_epochs
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     built_s = time.perf_counter() - started
     print(f"training {args.seeds * (1 + len(builds.RUNS))} jobs in {args.workers} processes")
     results = train_all(args, outs)

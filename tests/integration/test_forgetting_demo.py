@@ -45,14 +45,18 @@ def test_shipped_pretraining_recipe_validates(cli):
 def test_quick_run_end_to_end(tmp_path):
     out = tmp_path / "forgetting"
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(  # --out relative to the working directory, as a user gives it
-        [sys.executable, str(REPO / "tools" / "forgetting_demo.py"), "--quick", "--out", out.name],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+
+    def demo(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(  # --out relative to the working directory, as a user gives it
+            [sys.executable, str(REPO / "tools" / "forgetting_demo.py"), "--out", out.name, *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    proc = demo("--quick")
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((out / "forgetting.json").read_text())
     assert (out / "forgetting.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -84,3 +88,9 @@ def test_quick_run_end_to_end(tmp_path):
     zero, twenty = rows["replay-0"]["en_increase"], rows["replay-20"]["en_increase"]
     assert all(a > b for a, b in zip(zero["seeds"], twenty["seeds"], strict=True))
     assert "| 20% replay | " in proc.stdout
+
+    # more steps than continue.yaml's max_epochs allows: mixer's one-line error, no traceback
+    refused = demo("--seeds", "1", "--pretrain-steps", "12", "--steps", "400")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: sources.zh: the plan repeats it 2.57 times")
+    assert "max_epochs 2" in refused.stderr and "Traceback" not in refused.stderr

@@ -106,6 +106,7 @@ def plot(doc: dict, path: Path) -> None:
                 alpha=0.2,
                 lw=0,
             )
+        _clip_start(ax, doc, key)
         ax.set_title(title)
         ax.set_xlabel("continued pre-training step")
         ax.grid(alpha=0.3)
@@ -121,3 +122,25 @@ def plot(doc: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _clip_start(ax, doc: dict, key: str) -> None:
+    """Keep the y scale on training when step 0 is far above it (Chinese before any Chinese:
+    ~10 nats against ~5 after), and say where step 0 is."""
+    runs = list(doc["runs"].values())
+    later = [v for r in runs for c in r["curves"][key] for v in c[1:]]
+    start = spread([c[0] for c in runs[0]["curves"][key]])
+    low, high = min(later), max(later)
+    if start["mean"] - high <= 2 * (high - low):
+        return
+    pad = 0.15 * (high - low)
+    ax.set_ylim(low - pad, high + 3 * pad)
+    ax.text(
+        0.98,
+        0.97,
+        f"step 0 (English only): {start['mean']:.1f} ± {start['sd']:.1f}, above the scale",
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+    )
