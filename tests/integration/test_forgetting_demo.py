@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import REPO
 
 sys.path.insert(0, str(REPO / "tools"))
-from forgetting import builds  # noqa: E402
+from forgetting import builds, report  # noqa: E402
 
 
 def test_replay_weight_sets_the_two_sources_and_zero_leaves_replay_out():
@@ -34,6 +34,15 @@ def test_replay_weight_sets_the_two_sources_and_zero_leaves_replay_out():
         "continue.yaml", seed=1, samples=160, replay=0.2, built={**built, "zh": "/b/r5"}
     )
     assert again["sources"]["zh"] == {"from": "/b/r5", "weight": 0.8}
+
+
+def test_readme_table_is_the_committed_results():
+    doc = json.loads((REPO / "docs" / "forgetting.json").read_text())
+    rows = [line for line in report.table(doc).splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + len(builds.RUNS)
+    readme = (REPO / "README.md").read_text()
+    assert all(row in readme for row in rows)
+    assert doc["settings"]["command"] in readme
 
 
 def test_shipped_pretraining_recipe_validates(cli):
