@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +59,7 @@ class Job:
     cache_dir: str
     init: str | None = None  # a checkpoint to start from (continued pre-training)
     save: str | None = None  # where to write the final weights
-    eval_blocks: int | None = None  # use only the first N held-out blocks of each set (--quick)
+    eval_blocks: int | None = None  # N held-out blocks per set, evenly spread (--quick)
 
 
 def lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -105,7 +105,7 @@ def evaluate(model, blocks, batch_size: int = 32) -> float:
 
 
 def run(job: Job) -> dict:
-    """Train ``job``; {"name", "steps": [..], curve: [..] per eval, "train_loss", "seconds"}."""
+    """Train ``job``: {"name", "steps": [..], CURVE: [loss at each of those steps], ...}."""
     import torch
     import transformers
     from torch.utils.data import DataLoader
@@ -127,7 +127,6 @@ def run(job: Job) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=job.lr, betas=(0.9, 0.95), weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, job.warmup))
     curves: dict[str, list] = {"steps": [], **{k: [] for k in sets}}
-    losses = []
 
     def measure(step: int) -> None:
         curves["steps"].append(step)
@@ -144,16 +143,13 @@ def run(job: Job) -> dict:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss.loss.item())
     measure(steps)
     if job.save:
         torch.save(model.state_dict(), job.save)
     return {
         "name": job.name,
         **curves,
-        "train_loss": losses,
         "seconds": time.perf_counter() - started,
         "cpu_seconds": time.process_time() - cpu,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "job": {k: v for k, v in asdict(job).items() if k != "model"},
     }
