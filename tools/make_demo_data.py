@@ -105,18 +105,15 @@ def chinese() -> None:
         )
 
 
-def tokenizer() -> None:
-    """A byte-level BPE of 8,192 ids trained on all of the above, <|endoftext|> at id 0."""
+def train_bpe(texts: list[str], vocab_size: int, path: Path) -> None:
+    """A byte-level BPE of ``vocab_size`` ids trained on ``texts``, <|endoftext|> at id 0."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    texts = [p.read_text() for p in sorted((OUT / "books").glob("*.txt"))]
-    for name in ("fortunes", "literature", "computers", "science", "tang300", "song100"):
-        texts += fortunes(name)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=8192,
+        vocab_size=vocab_size,
         special_tokens=["<|endoftext|>"],
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -124,7 +121,15 @@ def tokenizer() -> None:
     tok.train_from_iterator(texts, trainer)
     for t in texts[:3] + texts[-3:]:
         assert tok.decode(tok.encode(t).ids) == t
-    tok.save(str(OUT / "tokenizer.json"), pretty=False)
+    tok.save(str(path), pretty=False)
+
+
+def tokenizer() -> None:
+    """A byte-level BPE of 8,192 ids trained on all of the above, <|endoftext|> at id 0."""
+    texts = [p.read_text() for p in sorted((OUT / "books").glob("*.txt"))]
+    for name in ("fortunes", "literature", "computers", "science", "tang300", "song100"):
+        texts += fortunes(name)
+    train_bpe(texts, 8192, OUT / "tokenizer.json")
 
 
 if __name__ == "__main__":
