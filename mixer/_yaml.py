@@ -112,13 +112,8 @@ class Keys:
         """A byte size: an integer or a string such as ``64MiB``, ``500MB`` (1KiB to 4GiB)."""
         value = self.data.get(key, default)
         self.used(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            n = value
-        elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
-            unit = m.group(2).lower()
-            scale = 1024 ** " kmgt".index(unit[0]) if "i" in unit else _UNITS[unit[:1]]
-            n = int(float(m.group(1)) * scale)
-        else:
+        n = parse_size(value)
+        if n is None:
             raise RecipeError(
                 f"{self.origin}: {self.path(key)}: expected a size such as 64MiB, got {value!r}"
             )
@@ -127,6 +122,17 @@ class Keys:
                 f"{self.origin}: {self.path(key)}: must be between 1KiB and 4GiB, got {value!r}"
             )
         return n
+
+
+def parse_size(value: Any) -> int | None:
+    """Bytes from an integer or a string such as ``64MiB``, ``500MB``, ``20GiB``; else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        unit = m.group(2).lower()
+        scale = 1024 ** " kmgt".index(unit[0]) if "i" in unit else _UNITS[unit[:1]]
+        return int(float(m.group(1)) * scale)
+    return None
 
 
 def _kind(value: Any) -> str:

@@ -104,7 +104,7 @@ def dense_copy(out: Path, cache: Path) -> Path:
             seq_len=SEQ,
             dtype=m.dtype,
         )
-        parts.append(store.gather(np.arange(len(store)))[:, 0])
+        parts.append(store.tokens(np.arange(len(store))))
     path = cache / "all.npy"
     np.save(path, np.concatenate(parts))
     return path

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 
 from mixer import StreamingMixture
 from mixer.artifacts.manifest import Manifest
-from mixer.artifacts.shards import positions, read_shard_file
+from mixer.artifacts.shards import read_shard_file
 from mixer.errors import StateError
+from mixer.serve.positions import positions
 from tests.helpers import build_demo
 
 
