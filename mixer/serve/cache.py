@@ -113,8 +113,10 @@ class SplitStore:
         return their document starts as flat offsets ``at[i] * seq_len + offset``, in pieces."""
         blocks = np.asarray(blocks, np.int64)
         which = np.searchsorted(self.bounds, blocks, side="right") - 1
-        first = int(which[0])
-        if (which == first).all():  # the usual case: one shard, no grouping
+        first = int(which[0]) if which.size else -1
+        if not which.size:
+            groups = []
+        elif (which == first).all():  # the usual case: one shard, no grouping
             groups = [(first, blocks, at)]
         else:  # one fancy-index copy per shard, not per block
             groups = []
