@@ -40,7 +40,7 @@ from mixer.errors import StateError
 
 try:
     import fcntl
-except ImportError:  # Windows: no cross-process coordination (correct, may fetch twice)
+except ImportError:  # Windows: no cross-process coordination (correct; may fetch twice)
     fcntl = None
 
 ENV = "MIXER_CACHE_LIMIT"
@@ -105,6 +105,8 @@ class Budget:
         """Room for ``nbytes`` more in the folder while the body fills a shard."""
         self.touch()
         if self.limit is None or fcntl is None:
+            if self.limit is not None:  # no locks: each process evicts for itself
+                self._make_room(nbytes, others=0)
             yield
             return
         folder = self.root / ".reserve"
@@ -150,7 +152,11 @@ class Budget:
         for _, size, p in files:
             if used + need <= self.limit:
                 break
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 p.unlink()
+            except FileNotFoundError:  # another process evicted it first
+                pass
+            except OSError:  # Windows: a mapped file cannot be removed
+                continue
             used -= size
             self.generation += 1

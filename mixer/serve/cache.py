@@ -106,7 +106,18 @@ class SplitStore:
         return int(self.bounds[-1])
 
     def shard_path(self, sh: int) -> Path:
+        """Shard ``sh``'s cache file (these three methods derive every path in the cache)."""
         return self.cache / f"shard-{sh:06d}-{self.shards[sh]['sha256'][:16]}.blk"
+
+    def lock_path(self, sh: int) -> Path:
+        return self.cache / f"shard-{sh:06d}.lock"
+
+    def download_path(self, sh: int) -> Path:
+        """Where a remote shard is downloaded to (a local build's shard is read in place)."""
+        return self.cache / "download" / self.shards[sh]["file"]
+
+    def _fetch(self, sh: int) -> Path:
+        return fetch(self.root, f"{self.rel}/{self.shards[sh]['file']}", self.download_path(sh))
 
     def gather(self, blocks: np.ndarray, out: np.ndarray, at: np.ndarray) -> list[np.ndarray]:
         """Copy the token ids of ``blocks`` into ``out[at]`` (widened to ``out``'s dtype);
@@ -143,9 +154,7 @@ class SplitStore:
     def block(self, i: int) -> Block:
         """One block with its document starts, straight from its shard (for inspection)."""
         sh = int(np.searchsorted(self.bounds, i, side="right") - 1)
-        rec = self.shards[sh]
-        path = fetch(self.root, f"{self.rel}/{rec['file']}", self.cache / "download" / rec["file"])
-        reader = read_shard_file(path, seq_len=self.seq_len, dtype=self.dtype.str)
+        reader = read_shard_file(self._fetch(sh), seq_len=self.seq_len, dtype=self.dtype.str)
         b = reader.block(i - int(self.bounds[sh]))
         return Block(np.array(b.input_ids), np.array(b.starts))
 
@@ -166,7 +175,7 @@ class SplitStore:
         m = self._open(sh)
         if m is None:
             self.cache.mkdir(parents=True, exist_ok=True)
-            with locked(self.cache / f"shard-{sh:06d}.lock"):  # one filler per shard
+            with locked(self.lock_path(sh)):  # one filler per shard
                 m = self._open(sh)
                 if m is None:
                     with self.budget.reserve(fill_bytes(self.root, self.shards[sh])):
@@ -179,14 +188,13 @@ class SplitStore:
     def _fill(self, sh: int) -> CachedShard:
         """Fetch, verify, decompress shard ``sh``; write its cache file; map it. The only
         place a shard is fetched and decompressed for serving."""
-        rec, path = self.shards[sh], self.shard_path(sh)
-        download = self.cache / "download" / rec["file"]
+        rec, path, download = self.shards[sh], self.shard_path(sh), self.download_path(sh)
         for stale in [
             *self.cache.glob(f".{path.name}.*"),
             *download.parent.glob(f".{download.name}.*"),
         ]:
             stale.unlink(missing_ok=True)  # left by a killed filler of this shard
-        src = fetch(self.root, f"{self.rel}/{rec['file']}", download)
+        src = self._fetch(sh)
         if sha256_file(src) != rec["sha256"]:
             raise OutputError(
                 f"{src}: shard does not match the manifest (sha256 differs): it is corrupted or"
@@ -198,6 +206,7 @@ class SplitStore:
         pieces = encode(reader.all_ids(), *reader.all_starts())
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.cache)
         try:
+            os.chmod(tmp, 0o644)  # readable like any other file, not mkstemp's 0600
             with open(fd, "wb") as f:  # plain writes: a full disk is an error, never a SIGBUS
                 for piece in pieces:
                     f.write(piece)

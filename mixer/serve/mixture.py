@@ -1,8 +1,8 @@
 """`StreamingMixture`: the plan's global sequence, sliced for this rank and DataLoader worker.
 
-Thin by design: the order is `mixer.plan` (pure arithmetic), the bytes are `mixer.artifacts.shards`
-(fetch, verify, memory-map). What is left here is choosing which global samples this process
-serves, gathering them a chunk at a time, and the resume state.
+Thin by design: the order is `mixer.plan` (pure arithmetic), the bytes are `mixer.serve.cache`
+(fetch, verify, unpack once, memory-map). What is left here is choosing which global samples
+this process serves, gathering them a chunk at a time, and the resume state.
 """
 
 from __future__ import annotations
