@@ -16,6 +16,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mixer.artifacts.planfile import load_plan, val_plan
 from mixer.errors import StateError
 from mixer.serve.budget import Budget, parse_limit
+from mixer.serve.buffers import Buffers
 from mixer.serve.cache import SplitStore, cache_root, check_limit, open_build
 from mixer.serve.positions import positions_of_starts
 
@@ -76,6 +77,7 @@ class StreamingMixture(IterableDataset):
         check_limit(self.cache_limit, self.manifest, split, [p.name for p in self.plan.sources])
         self._stores: dict[str, SplitStore] = {}
         self._budget: Budget | None = None
+        self._buffers = Buffers()
 
     # -- what the plan says ---------------------------------------------------------------
     @property
@@ -196,14 +198,9 @@ class StreamingMixture(IterableDataset):
 
     # -- gathering ------------------------------------------------------------------------
     def _gather(self, src: np.ndarray, blocks: np.ndarray) -> np.ndarray:
-        """``[1 or 2, K, seq_len]`` int64: token ids (and position ids) of these blocks.
-
-        A fresh array per chunk, never reused: a sample the caller keeps is a view of it and
-        must never change. Reusing buffers saved no measurable time (glibc serves a freed
-        chunk-sized block again without page faults; tools/bench_mixture.py).
-        """
+        """``[1 or 2, K, seq_len]`` int64: token ids (and position ids) of these blocks."""
         L = self.plan.seq_len
-        out = np.empty((2 if self.position_ids else 1, src.size, L), np.int64)
+        out = self._buffers.get((2 if self.position_ids else 1, src.size, L))
         starts = []
         for s in np.unique(src).tolist():
             sel = np.flatnonzero(src == s)
@@ -216,6 +213,7 @@ class StreamingMixture(IterableDataset):
         state = self.__dict__.copy()
         state["_stores"] = {}  # memory maps are reopened in each DataLoader worker
         state["_budget"] = None  # so is the record of recently used shards
+        state["_buffers"] = Buffers()
         return state
 
     def _store(self, name: str) -> SplitStore:
