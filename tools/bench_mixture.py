@@ -171,6 +171,7 @@ def bench(out: Path, cache: Path, n: int, reps: int) -> dict:
     from torch.utils.data import DataLoader, IterableDataset
 
     from mixer import StreamingMixture
+    from mixer.artifacts.manifest import Manifest
 
     dense = dense_copy(out, cache)  # also fills the mixture's shard cache
 
@@ -235,6 +236,16 @@ def bench(out: Path, cache: Path, n: int, reps: int) -> dict:
         next(iter(ds))
         return time.perf_counter() - t
 
+    # disk each reads from: the dense copy, our cache, the peer's local folders (it unpacks
+    # each zstd shard beside it)
+    res["disk_memmap_bytes"] = dense.stat().st_size
+    res["disk_mixer_cache_bytes"] = sum(f.stat().st_size for f in cache.rglob("shard-*.blk"))
+    res["disk_streaming_bytes"] = sum(
+        f.stat().st_size for s in WEIGHTS for f in (out / "sources" / s / "train").iterdir()
+    )
+    res["mixer_train_token_bytes"] = sum(
+        s["samples"] * SEQ * 2 for n in WEIGHTS for s in Manifest.load(out).split(n)["shards"]
+    )
     res["resume_mixer_s"] = median_of(reps, resume_mixer)
     res["resume_streaming_s"] = median_of(max(1, reps // 2), resume_peer)
     # share of the 5% source two-thirds into the first 30,000 samples

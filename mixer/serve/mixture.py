@@ -21,7 +21,7 @@ from mixer.serve.cache import SplitStore, cache_root, check_limit, open_build
 from mixer.serve.positions import positions_of_starts
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
-CHUNK_SAMPLES = 128  # samples gathered at once (4 MiB of int64 at 2048 tokens)
+CHUNK_SAMPLES = 256  # samples gathered at once (8 MiB of int64 at 2048 tokens)
 
 
 class StreamingMixture(IterableDataset):
