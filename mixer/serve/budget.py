@@ -7,9 +7,10 @@ Protocol (DataLoader workers and ranks on one node share a folder; POSIX file se
   truncated or rewritten. A process that has it memory-mapped keeps reading the same bytes
   after another process removes it: POSIX keeps a removed file's data until its last mapping
   goes (a truncated file would SIGBUS instead). Eviction is therefore only ``unlink``, and no
-  reader ever takes a lock. The space comes back when the last mapping goes: each process drops
-  mappings whose file was removed after its next gather that follows one of its own fills, and
-  at least once a second.
+  reader ever takes a lock. The space comes back when the last mapping goes: each process
+  checks its mappings after each of its fills and at least once a second, and lets go of those
+  whose file was removed unless it read them since its previous check (still in use: keeping
+  it costs its space a little longer, dropping it would fetch the shard again at once).
 * **One filler per shard.** Filling takes an exclusive ``flock`` on the shard's lock file;
   a process that needs the same shard waits, then maps the finished file (no second fetch).
 * **Room before writing.** Before a fill, under the folder's lock (``.lock``), the filler

@@ -100,6 +100,7 @@ class SplitStore:
         self.bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.budget = budget or Budget(Path(cache).parent, None)
         self._maps: dict[int, CachedShard] = {}
+        self._recent: set[int] = set()  # shards read since the last check for evicted ones
         self._generation = self.budget.generation
 
     def __len__(self) -> int:
@@ -140,9 +141,10 @@ class SplitStore:
             local = mine - self.bounds[sh]
             out[dest] = m.tokens[local]
             keys.append(m.start_keys(local, dest * self.seq_len))
-        self.budget.used(self._maps[sh].path for sh, _, _ in groups)
+        self.budget.used([self._maps[sh].path for sh, _, _ in groups])
         if self._generation != self.budget.generation:
             self._drop_removed()
+        self._recent.update(sh for sh, _, _ in groups)
         return keys
 
     def tokens(self, blocks) -> np.ndarray:
@@ -227,8 +229,11 @@ class SplitStore:
         return m
 
     def _drop_removed(self) -> None:
-        """Forget mappings whose file was evicted, so that its space comes back."""
+        """Forget mappings whose file was evicted and that were not read since the last check,
+        so that their space comes back. One still being read is kept: its data is intact, and
+        dropping it would fetch the shard again at once."""
         for sh, m in list(self._maps.items()):
-            if m.removed():
+            if sh not in self._recent and m.removed():
                 del self._maps[sh]
+        self._recent.clear()
         self._generation = self.budget.generation
