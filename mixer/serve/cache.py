@@ -192,10 +192,12 @@ class SplitStore:
         place a shard is fetched and decompressed for serving."""
         rec, path, download = self.shards[sh], self.shard_path(sh), self.download_path(sh)
         for stale in [
-            *self.cache.glob(f".{path.name}.*"),
+            *self.cache.glob(f".{path.name}.*"),  # left by a killed filler of this shard
             *download.parent.glob(f".{download.name}.*"),
+            *self.cache.glob("blocks.npy"),  # the previous layout: tokens and positions
+            *self.cache.glob("shard-*.ready"),
         ]:
-            stale.unlink(missing_ok=True)  # left by a killed filler of this shard
+            stale.unlink(missing_ok=True)
         src = self._fetch(sh)
         if sha256_file(src) != rec["sha256"]:
             raise OutputError(

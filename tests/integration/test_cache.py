@@ -205,17 +205,21 @@ def test_a_shard_evicted_while_mapped_reads_on_then_is_refetched(windows, tmp_pa
     assert path.exists()
 
 
-def test_crashed_fillers_leave_nothing_behind(windows, tmp_path):
+def test_crashed_fillers_and_the_previous_layout_leave_nothing_behind(windows, tmp_path):
     ds = StreamingMixture(windows, cache_dir=tmp_path / "c", source="web", cache_limit="1GiB")
     store = ds._store("web")
     store.cache.mkdir(parents=True)
     stale = store.cache / f".{store.shard_path(0).name}.abc123"
     stale.write_bytes(b"half a shard")
+    old_layout = [store.cache / "blocks.npy", store.cache / "shard-000000-0123456789abcdef.ready"]
+    for path in old_layout:
+        path.write_bytes(b"")
     reserve = tmp_path / "c" / ".reserve"
     reserve.mkdir()
     (reserve / "999999999999-dead").write_text("")  # a reservation nobody holds
     store.tokens(np.arange(3))
     assert not stale.exists() and list(reserve.iterdir()) == []
+    assert not any(path.exists() for path in old_layout)
 
 
 # -- full disks ----------------------------------------------------------------------------
