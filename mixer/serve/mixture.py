@@ -70,11 +70,11 @@ class StreamingMixture(IterableDataset):
         self.manifest = open_build(self.path, cache_dir)
         plan = load_plan(self.manifest) if split == "train" else val_plan(self.manifest)
         self.plan = plan.restrict(source) if source else plan
+        self.cache_limit = parse_limit(cache_limit)
+        check_limit(self.cache_limit, self.manifest, split, [p.name for p in self.plan.sources])
         self.cache_dir = cache_root(cache_dir) / self.manifest.fingerprint[:16]
         self._start = 0  # global samples consumed before this iteration
         self._yielded = 0  # samples this rank handed out in this process since _start
-        self.cache_limit = parse_limit(cache_limit)
-        check_limit(self.cache_limit, self.manifest, split, [p.name for p in self.plan.sources])
         self._stores: dict[str, SplitStore] = {}
         self._budget: Budget | None = None
         self._buffers = Buffers()
@@ -186,26 +186,27 @@ class StreamingMixture(IterableDataset):
         return src, blocks, index
 
     def _samples(self, src, blocks, index, count: bool):
+        rows = 2 if self.position_ids else 1
         out = self._gather(src, blocks)
         names = [p.name for p in self.plan.sources]
         for j, (s, i) in enumerate(zip(src.tolist(), index.tolist(), strict=True)):
             if count:
                 self._yielded += 1  # before the yield: the sample is consumed once handed out
             sample = {"input_ids": out[0, j], "source": names[s], "index": i}
-            if self.position_ids:
+            if rows == 2:
                 sample["position_ids"] = out[1, j]
             yield sample
 
     # -- gathering ------------------------------------------------------------------------
     def _gather(self, src: np.ndarray, blocks: np.ndarray) -> np.ndarray:
         """``[1 or 2, K, seq_len]`` int64: token ids (and position ids) of these blocks."""
-        L = self.plan.seq_len
-        out = self._buffers.get((2 if self.position_ids else 1, src.size, L))
+        rows, L = 2 if self.position_ids else 1, self.plan.seq_len
+        out = self._buffers.get((rows, src.size, L))
         starts = []
         for s in np.unique(src).tolist():
             sel = np.flatnonzero(src == s)
             starts += self._store(self.plan.sources[s].name).gather(blocks[sel], out[0], sel)
-        if self.position_ids:
+        if rows == 2:
             positions_of_starts(starts, src.size, L, out=out[1])
         return out
 
