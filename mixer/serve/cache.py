@@ -64,9 +64,12 @@ def check_limit(limit: int | None, manifest: Manifest, split: str, sources) -> N
     if limit is None:
         return
     need, name = max(
-        (fill_bytes(manifest.location, rec), f"{s}/{split}")
-        for s in sources
-        for rec in manifest.split(s, split)["shards"]
+        (
+            (fill_bytes(manifest.location, rec), f"{s}/{split}")
+            for s in sources
+            for rec in manifest.split(s, split)["shards"]
+        ),
+        default=(0, ""),
     )
     if limit < need:
         raise StateError(
