@@ -114,19 +114,25 @@ class Keys:
         value = self._get(key, False)
         if value is _MISSING:
             return default
-        if isinstance(value, int) and not isinstance(value, bool):
-            n = value
-        elif isinstance(value, str) and (m := _SIZE_RE.match(value)):
-            prefix, binary = (m.group(2) or "").lower(), bool(m.group(3))
-            power = " kmgt".index(prefix) if prefix else 0
-            n = int(float(m.group(1)) * (1024 if binary else 1000) ** power)
-        else:
+        n = parse_size(value)
+        if n is None:
             raise self.error(
                 f"expected a size such as 64MiB, 500MB or 65536, got {value!r}", key=key
             )
         if not 1 << 10 <= n < 1 << 32:
             raise self.error(f"must be between 1KiB and 4GiB, got {value!r}", key=key)
         return n
+
+
+def parse_size(value: Any) -> int | None:
+    """Bytes from an integer or a string such as ``64MiB``, ``500MB``, ``20GiB``; else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        prefix, binary = (m.group(2) or "").lower(), bool(m.group(3))
+        power = " kmgt".index(prefix) if prefix else 0
+        return int(float(m.group(1)) * (1024 if binary else 1000) ** power)
+    return None
 
 
 def _kind(value: Any) -> str:

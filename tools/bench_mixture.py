@@ -1,6 +1,7 @@
 """Serving benchmark: StreamingMixture beside a memmap ceiling and mosaicml-streaming.
 
-Run by hand (never a timed test): ``python tools/bench_mixture.py [--blocks 30000] [--reps 3]``.
+Run by hand (never a timed test): ``python tools/bench_mixture.py [--blocks 30000] [--reps 3]``;
+``--sizes MB`` instead compares the serving cache's bytes with the token bytes.
 It builds three sources of 2048-token blocks with ``mixer build`` (generated text, ~60M tokens),
 then measures, in one run and over the same blocks, the median of ``--reps`` repetitions of:
 
@@ -21,6 +22,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -104,7 +106,7 @@ def dense_copy(out: Path, cache: Path) -> Path:
             seq_len=SEQ,
             dtype=m.dtype,
         )
-        parts.append(store.gather(np.arange(len(store)))[:, 0])
+        parts.append(store.tokens(np.arange(len(store))))
     path = cache / "all.npy"
     np.save(path, np.concatenate(parts))
     return path
@@ -138,15 +140,26 @@ class MemmapDataset:
                 yield {"input_ids": mm[i].astype(np.int64)}
 
 
-def rate(iterable, n: int) -> float:
-    """Samples per second over the first n samples (or batches x their size)."""
-    t = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (DataLoader workers)."""
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def rate(iterable, n: int) -> tuple[float, float]:
+    """(samples per second, CPU microseconds per sample) over the first n samples (or batches
+    x their size). CPU time counts the DataLoader's workers too (they are joined before it is
+    read), and is less sensitive than wall time to other load on the machine."""
+    c, t = cpu_seconds(), time.perf_counter()
     got = 0
-    for x in iterable:
+    it = iter(iterable)
+    for x in it:
         got += len(x["input_ids"]) if getattr(x["input_ids"], "ndim", 1) == 2 else 1
         if got >= n:
             break
-    return got / (time.perf_counter() - t)
+    wall = time.perf_counter() - t
+    del it  # shuts the workers down
+    return got / wall, (cpu_seconds() - c) / got * 1e6
 
 
 def median_of(reps: int, fn) -> float:
@@ -158,6 +171,7 @@ def bench(out: Path, cache: Path, n: int, reps: int) -> dict:
     from torch.utils.data import DataLoader, IterableDataset
 
     from mixer import StreamingMixture
+    from mixer.artifacts.manifest import Manifest
 
     dense = dense_copy(out, cache)  # also fills the mixture's shard cache
 
@@ -180,10 +194,14 @@ def bench(out: Path, cache: Path, n: int, reps: int) -> dict:
             loader(StreamingMixture(out, cache_dir=cache, batch_size=8, position_ids=False)), n
         ),
     }
+    cpu: dict[str, list[float]] = {}
     for _ in range(reps):
         for name, case in cases.items():
-            runs.setdefault(name, []).append(case())
+            r, c = case()
+            runs.setdefault(name, []).append(r)
+            cpu.setdefault(name, []).append(c)
     res = {name: statistics.median(v) for name, v in runs.items()}
+    res |= {f"{name}_cpu_us": statistics.median(v) for name, v in cpu.items()}
 
     def peer():
         streams = [
@@ -194,7 +212,7 @@ def bench(out: Path, cache: Path, n: int, reps: int) -> dict:
             streams=streams, shuffle=True, batch_size=8, shuffle_seed=1, epoch_size=2_000_000
         )
 
-    res["streaming"] = median_of(reps, lambda: rate(peer(), max(n // 10, 500)))
+    res["streaming"] = median_of(reps, lambda: rate(peer(), max(n // 10, 500))[0])
 
     def resume_mixer():
         ds = StreamingMixture(out, cache_dir=cache, batch_size=8)
@@ -218,6 +236,16 @@ def bench(out: Path, cache: Path, n: int, reps: int) -> dict:
         next(iter(ds))
         return time.perf_counter() - t
 
+    # disk each reads from: the dense copy, our cache, the peer's local folders (it unpacks
+    # each zstd shard beside it)
+    res["disk_memmap_bytes"] = dense.stat().st_size
+    res["disk_mixer_cache_bytes"] = sum(f.stat().st_size for f in cache.rglob("shard-*.blk"))
+    res["disk_streaming_bytes"] = sum(
+        f.stat().st_size for s in WEIGHTS for f in (out / "sources" / s / "train").iterdir()
+    )
+    res["mixer_train_token_bytes"] = sum(
+        s.samples * SEQ * 2 for n in WEIGHTS for s in Manifest.load(out).split(n).shards
+    )
     res["resume_mixer_s"] = median_of(reps, resume_mixer)
     res["resume_streaming_s"] = median_of(max(1, reps // 2), resume_peer)
     # share of the 5% source two-thirds into the first 30,000 samples
@@ -240,6 +268,55 @@ def _peer_share(out: Path, samples: list) -> float:
         r = read_shard_file(m.split_dir("replay", "train") / shard.file, seq_len=SEQ, dtype=m.dtype)
         replay |= {r.block(i).input_ids.tobytes() for i in range(len(r))}
     return sum(np.asarray(x["input_ids"]).tobytes() in replay for x in samples) / len(samples)
+
+
+def cache_sizes(root: Path, mb: int) -> dict:
+    """Serving-cache bytes against token bytes, every split filled: the demo recipe (its
+    8,192-id tokenizer: uint16 ids, 256-token blocks) and tools/bench_build.py's corpus of
+    ``mb`` MB with Qwen's vocabulary (151,646 ids: uint32, 2048-token blocks)."""
+    from mixer.artifacts.manifest import Manifest
+    from mixer.build import build as run
+    from mixer.recipe import load_recipe
+    from mixer.serve.cache import SplitStore
+    from tools.bench_build import make_corpus
+    from tools.bench_build import recipe as qwen_recipe
+
+    make_corpus(root / "qwen", mb)
+    recipes = {
+        "demo": load_recipe(REPO / "recipes" / "demo.yaml", output=str(root / "demo")),
+        "qwen": load_recipe(qwen_recipe(root / "qwen"), output=str(root / "qwen" / "out")),
+    }
+    res = {}
+    for name, recipe in recipes.items():
+        run(recipe, show_progress=False)
+        m = Manifest.load(recipe.output)
+        blocks = 0
+        for source in m.source_names:
+            for split in ("train", "val"):
+                rec = m.split(source, split)
+                args = dict(source=source, split=split, record=rec, seq_len=m.seq_len)
+                store = SplitStore(root=recipe.output, cache=root / "cache", dtype=m.dtype, **args)
+                store.tokens(np.arange(len(store)))  # fills every shard
+                blocks += len(store)
+        item = np.dtype(m.dtype).itemsize
+        token_bytes = blocks * m.seq_len * item
+        cache = sum(f.stat().st_size for f in (root / "cache").rglob("shard-*.blk"))
+        old = blocks * 2 * m.seq_len * max(item, 2)  # [blocks, 2, seq_len] of the wider type
+        res[f"{name}_tokens"] = token_bytes // item
+        res[f"{name}_dtype"] = m.dtype
+        res[f"{name}_build_shard_bytes"] = sum(
+            s.bytes
+            for n in m.source_names
+            for sp in ("train", "val")
+            for s in m.split(n, sp).shards
+        )
+        res[f"{name}_token_bytes"] = token_bytes
+        res[f"{name}_cache_bytes"] = cache
+        res[f"{name}_cache_ratio"] = round(cache / token_bytes, 4)
+        res[f"{name}_previous_layout_bytes"] = old
+        res[f"{name}_previous_layout_ratio"] = round(old / token_bytes, 4)
+        shutil.rmtree(root / "cache")
+    return res
 
 
 def plan_scale() -> dict:
@@ -270,7 +347,17 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=20_000, help="samples timed per measurement")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--keep", help="reuse/keep the build in this folder")
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        metavar="MB",
+        help="instead: cache size against token bytes (the demo, and MB of text with Qwen's ids)",
+    )
     args = ap.parse_args()
+    if args.sizes:
+        with tempfile.TemporaryDirectory(prefix="mixer-sizes-") as tmp:
+            print(json.dumps(cache_sizes(Path(tmp), args.sizes), indent=2))
+        return
     root = Path(args.keep or tempfile.mkdtemp(prefix="mixer-bench-"))
     out = root / "out" if (root / "out" / "plan.json").exists() else build(root, args.blocks)
     res = bench(out, root / "cache", args.samples, args.reps) | plan_scale()
@@ -280,6 +367,9 @@ def main() -> None:
     res["ratio_loader_same_fields"] = res["mixer_loader"] / res["memmap_same_fields_loader"]
     res["ratio_loader_no_position_ids"] = res["mixer_loader_no_position_ids"] / res["memmap_loader"]
     res["ratio_vs_streaming"] = res["mixer"] / res["streaming"]
+    for name in ("memmap", "memmap_same_fields", "memmap_loader", "memmap_same_fields_loader"):
+        ours = "mixer_loader" if name.endswith("loader") else "mixer"
+        res[f"cpu_ratio_{name}"] = res[f"{name}_cpu_us"] / res[f"{ours}_cpu_us"]
     print(json.dumps({k: round(v, 4) for k, v in res.items()}, indent=2))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {rss:.0f} MiB, cpus: {os.cpu_count()}")

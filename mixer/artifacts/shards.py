@@ -240,20 +240,3 @@ def read_shard_file(path: Path, *, seq_len: int, dtype: str) -> ShardReader:
     except zstandard.ZstdError as e:
         raise OutputError(f"{path}: shard file is corrupted ({e})") from None
     return ShardReader(raw, seq_len=seq_len, dtype=dtype, name=str(path))
-
-
-def positions(rows: np.ndarray, cols: np.ndarray, num_blocks: int, seq_len: int) -> np.ndarray:
-    """``[num_blocks, seq_len]``: each token's offset from the latest document start.
-
-    The blocks are cut into segments (each block's start and each document start inside it);
-    a token's position is its flat offset minus its segment's start: one np.repeat and one
-    subtraction, whatever the number of documents.
-    """
-    n = num_blocks * seq_len
-    inner = cols > 0  # a document starting at 0 starts the block's own segment
-    seg = np.concatenate(
-        [np.arange(num_blocks, dtype=np.int64) * seq_len, rows[inner] * seq_len + cols[inner]]
-    )
-    seg.sort()
-    pos = np.arange(n, dtype=np.int64) - np.repeat(seg, np.diff(np.append(seg, n)))
-    return pos.reshape(num_blocks, seq_len)

@@ -1,16 +1,18 @@
-"""The serving cache: one split of one source as a memory-mapped ``[blocks, 2, seq_len]`` array.
+"""The serving cache: each shard of a split unpacked once into a memory-mappable file.
 
 Why not mosaicml-streaming's reader: it opens and decodes one sample at a time, ~50x slower
 than a memmap (tools/bench_mixture.py). Instead each shard, on first use, is fetched (downloaded
 if remote, with mosaicml-streaming's downloaders), checked against the manifest's sha256,
-decompressed, and written once into a dense per-split file holding each block's token ids and
-its position ids (precomputed from the document starts). A batch is then one fancy-index copy
-per source, whatever the number of shards or documents.
+decompressed, and written once into its own cache file holding the blocks' token ids in the
+build's dtype and their document starts (`mixer.serve.shardfile`): about the token bytes, where
+storing position ids beside them took 2-4x. A batch is then one fancy-index copy per shard it
+touches; position ids are derived from the starts per batch (`mixer.serve.positions`).
 
-Several processes (DataLoader workers, ranks on one node) may fill the same cache at once: the
-file is created atomically, each shard's region is written with plain file writes (a full disk
-is an error, never a SIGBUS through a memory map) and published by a marker file; two
-processes filling the same shard write the same bytes.
+Layout: ``<cache_dir>/<manifest fingerprint[:16]>/<source>/<split>/shard-NNNNNN-<sha256[:16]>.blk``
+(plus ``.lock`` files, and ``download/`` for a remote shard while it is unpacked). Paths are
+derived in one place (`SplitStore.shard_path`) and a shard is fetched and decompressed in one
+place (`SplitStore._fill`). Several processes may share the folder; `mixer.serve.budget` holds
+the protocol that makes filling and the optional size limit (``cache_limit``) safe.
 """
 
 from __future__ import annotations
@@ -18,16 +20,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from mixer.artifacts.manifest import FILENAME as MANIFEST_FILE
-from mixer.artifacts.manifest import Manifest, SplitRecord
+from mixer.artifacts.manifest import Manifest, ShardRecord, SplitRecord
 from mixer.artifacts.planfile import FILENAME as PLAN_FILE
-from mixer.artifacts.shards import Block, fetch, is_remote, local_path, positions, read_shard_file
-from mixer.errors import OutputError
+from mixer.artifacts.shards import Block, fetch, is_remote, local_path, read_shard_file
+from mixer.errors import OutputError, UsageError
 from mixer.identity import sha256_file
+from mixer.serve.budget import Budget, locked
+from mixer.serve.shardfile import CachedShard, encode
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -46,7 +51,36 @@ def open_build(path: str, cache_dir: str | os.PathLike | None = None) -> Manifes
     return dataclasses.replace(Manifest.load(meta), location=str(path))
 
 
+def fill_bytes(root: str, record: ShardRecord) -> int:
+    """Disk a shard needs while it is filled: its unpacked file (at most the raw MDS shard's
+    size: 4 bytes per block and 2-4 per start, against MDS's 8 and 4) and, if remote, its
+    download."""
+    return record.raw_bytes + (record.bytes if is_remote(root) else 0)
+
+
+def check_limit(limit: int | None, manifest: Manifest, split: str, sources) -> None:
+    """A limit below the largest shard's fill could never be kept: a clear error instead."""
+    if limit is None:
+        return
+    need, name = max(
+        (
+            (fill_bytes(manifest.location, rec), f"{s}/{split}")
+            for s in sources
+            for rec in manifest.split(s, split).shards
+        ),
+        default=(0, ""),
+    )
+    if limit < need:
+        raise UsageError(
+            f"cache_limit={limit:,} bytes is smaller than one shard of {name} ({need:,} bytes"
+            " to unpack it): give it room for a few windows of shards (with mixture.shuffle:"
+            " shards, 3 x window shards per source)"
+        )
+
+
 class SplitStore:
+    """The blocks of one split of one source, served from per-shard cache files."""
+
     def __init__(
         self,
         *,
@@ -57,70 +91,116 @@ class SplitStore:
         record: SplitRecord,
         seq_len: int,
         dtype: str,
+        budget: Budget | None = None,
     ):
         self.root, self.source, self.split = str(root), source, split
         self.rel = f"sources/{source}/{split}"
         self.cache = Path(cache) / source / split
         self.shards = record.shards
         self.seq_len, self.dtype = seq_len, np.dtype(dtype)
-        pos_dtype = np.dtype(np.uint16 if seq_len <= 1 << 16 else np.uint32)
-        self.cell = max(self.dtype, pos_dtype, key=lambda d: d.itemsize)
         sizes = [s.samples for s in self.shards]
         self.bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.path = self.cache / "blocks.npy"
-        self._data: np.ndarray | None = None
-        self._ready: set[int] = set()
+        self.budget = budget or Budget(Path(cache).parent, None)
+        self._maps: dict[int, CachedShard] = {}
+        self._recent: set[int] = set()  # shards read since the last check for evicted ones
+        self._generation = self.budget.generation
 
     def __len__(self) -> int:
         return int(self.bounds[-1])
 
-    def gather(self, blocks: np.ndarray) -> np.ndarray:
-        """``[K, 2, seq_len]``: token ids (``[:, 0]``) and position ids (``[:, 1]``) of blocks."""
+    def shard_path(self, sh: int) -> Path:
+        """Shard ``sh``'s cache file (these three methods derive every path in the cache)."""
+        return self.cache / f"shard-{sh:06d}-{self.shards[sh].sha256[:16]}.blk"
+
+    def lock_path(self, sh: int) -> Path:
+        return self.cache / f"shard-{sh:06d}.lock"
+
+    def download_path(self, sh: int) -> Path:
+        """Where a remote shard is downloaded to (a local build's shard is read in place)."""
+        return self.cache / "download" / self.shards[sh].file
+
+    def _fetch(self, sh: int) -> Path:
+        return fetch(self.root, f"{self.rel}/{self.shards[sh].file}", self.download_path(sh))
+
+    def gather(self, blocks: np.ndarray, out: np.ndarray, at: np.ndarray) -> list[np.ndarray]:
+        """Copy the token ids of ``blocks`` into ``out[at]`` (widened to ``out``'s dtype);
+        return their document starts as flat offsets ``at[i] * seq_len + offset``, in pieces."""
         blocks = np.asarray(blocks, np.int64)
-        for sh in np.unique(np.searchsorted(self.bounds, blocks, side="right") - 1).tolist():
-            if sh not in self._ready:
-                self._ensure(sh)
-        return self._data[blocks]
+        which = np.searchsorted(self.bounds, blocks, side="right") - 1
+        first = int(which[0]) if which.size else -1
+        if not which.size:
+            groups = []
+        elif (which == first).all():  # the usual case: one shard, no grouping
+            groups = [(first, blocks, at)]
+        else:  # one fancy-index copy per shard, not per block
+            groups = []
+            for sh in np.unique(which).tolist():
+                sel = np.flatnonzero(which == sh)
+                groups.append((sh, blocks[sel], at[sel]))
+        keys = []
+        for sh, mine, dest in groups:
+            m = self._maps.get(sh) or self._map(sh)
+            local = mine - self.bounds[sh]
+            out[dest] = m.tokens[local]
+            keys.append(m.start_keys(local, dest * self.seq_len))
+        self.budget.used([self._maps[sh].path for sh, _, _ in groups])
+        if self._generation != self.budget.generation:
+            self._drop_removed()
+        self._recent.update(sh for sh, _, _ in groups)
+        return keys
+
+    def tokens(self, blocks) -> np.ndarray:
+        """``[K, seq_len]`` token ids of ``blocks``, in the build's dtype."""
+        out = np.empty((len(blocks), self.seq_len), self.dtype)
+        self.gather(blocks, out, np.arange(len(blocks)))
+        return out
 
     def block(self, i: int) -> Block:
         """One block with its document starts, straight from its shard (for inspection)."""
         sh = int(np.searchsorted(self.bounds, i, side="right") - 1)
-        rec = self.shards[sh]
-        path = fetch(self.root, f"{self.rel}/{rec.file}", self.cache / "download" / rec.file)
-        reader = read_shard_file(path, seq_len=self.seq_len, dtype=self.dtype.str)
+        reader = read_shard_file(self._fetch(sh), seq_len=self.seq_len, dtype=self.dtype.str)
         b = reader.block(i - int(self.bounds[sh]))
         return Block(np.array(b.input_ids), np.array(b.starts))
 
     # -- filling the cache ----------------------------------------------------------------
-    def _marker(self, sh: int) -> Path:
-        return self.cache / f"shard-{sh:06d}-{self.shards[sh].sha256[:16]}.ready"
+    def _open(self, sh: int) -> CachedShard | None:
+        return self._open_file(self.shard_path(sh), sh)
 
-    def _ensure(self, sh: int) -> None:
-        if self._data is None:
-            self._data = self._open()
-        if not self._marker(sh).exists():
-            self._fill(sh)
-        self._ready.add(sh)
+    def _open_file(self, path: Path, sh: int) -> CachedShard | None:
+        return CachedShard.open(
+            path,
+            blocks=self.shards[sh].samples,
+            seq_len=self.seq_len,
+            dtype=self.dtype,
+        )
 
-    def _open(self) -> np.ndarray:
-        """Create the (sparse) cache file once, atomically, and map it read-only."""
-        shape = (len(self), 2, self.seq_len)
-        if not self.path.exists():
+    def _map(self, sh: int) -> CachedShard:
+        """Map shard ``sh``'s cache file, filling it first if no process has yet."""
+        m = self._open(sh)
+        if m is None:
             self.cache.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache / f".blocks.{os.getpid()}.tmp"
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=self.cell, shape=shape).flush()
-            with contextlib.suppress(FileExistsError):  # another process won the race: use theirs
-                os.link(tmp, self.path)
-            os.unlink(tmp)
-        data = np.load(self.path, mmap_mode="r")
-        if data.shape != shape or data.dtype != self.cell:
-            raise OutputError(f"{self.path}: cache does not fit the manifest; delete it")
-        return data.view(np.ndarray)  # np.memmap's Python-level __getitem__ costs ~20 us a call
+            with locked(self.lock_path(sh)):  # one filler per shard
+                m = self._open(sh)
+                if m is None:
+                    with self.budget.reserve(fill_bytes(self.root, self.shards[sh])):
+                        m = self._fill(sh)
+        with contextlib.suppress(OSError):  # recency for the other processes' evictions
+            os.utime(m.path)
+        self._maps[sh] = m
+        return m
 
-    def _fill(self, sh: int) -> None:
-        """Fetch, verify, decompress one shard and write its rows; then publish its marker."""
-        rec = self.shards[sh]
-        src = fetch(self.root, f"{self.rel}/{rec.file}", self.cache / "download" / rec.file)
+    def _fill(self, sh: int) -> CachedShard:
+        """Fetch, verify, decompress shard ``sh``; write its cache file; map it. The only
+        place a shard is fetched and decompressed for serving."""
+        rec, path, download = self.shards[sh], self.shard_path(sh), self.download_path(sh)
+        for stale in [
+            *self.cache.glob(f".{path.name}.*"),  # left by a killed filler of this shard
+            *download.parent.glob(f".{download.name}.*"),
+            *self.cache.glob("blocks.npy"),  # the previous layout: tokens and positions
+            *self.cache.glob("shard-*.ready"),
+        ]:
+            stale.unlink(missing_ok=True)
+        src = self._fetch(sh)
         if sha256_file(src) != rec.sha256:
             raise OutputError(
                 f"{src}: shard does not match the manifest (sha256 differs): it is corrupted or"
@@ -129,32 +209,35 @@ class SplitStore:
         reader = read_shard_file(src, seq_len=self.seq_len, dtype=self.dtype.str)
         if len(reader) != rec.samples:
             raise OutputError(f"{src}: {len(reader)} blocks, the manifest says {rec.samples}")
-        rows = np.empty((len(reader), 2, self.seq_len), self.cell)
-        rows[:, 0] = reader.all_ids()
-        rows[:, 1] = positions(*reader.all_starts(), len(reader), self.seq_len)
+        pieces = encode(reader.all_ids(), *reader.all_starts())
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.cache)
         try:
-            with open(self.path, "r+b") as f:
-                offset = _data_offset(f)
-                f.seek(offset + int(self.bounds[sh]) * rows[0].nbytes)
-                f.write(rows.tobytes())
+            os.chmod(tmp, 0o644)  # readable like any other file, not mkstemp's 0600
+            with open(fd, "wb") as f:  # plain writes: a full disk is an error, never a SIGBUS
+                for piece in pieces:
+                    f.write(piece)
                 f.flush()
                 os.fsync(f.fileno())
-            self._marker(sh).touch()
+            m = self._open_file(Path(tmp), sh)  # mapped before it is visible: never evicted first
+            os.replace(tmp, path)
         except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
             raise OutputError(
-                f"{self.cache}: cannot fill the shard cache ({e.strerror});"
-                " free space or set cache_dir / $MIXER_CACHE"
+                f"{self.cache}: cannot fill the shard cache ({e.strerror}); free space, set"
+                " cache_limit / $MIXER_CACHE_LIMIT, or set cache_dir / $MIXER_CACHE"
             ) from None
         if src.is_relative_to(self.cache):
             src.unlink(missing_ok=True)  # a downloaded copy is no longer needed
+        assert m is not None, tmp  # just written whole
+        m.path = path
+        return m
 
-
-def _data_offset(f) -> int:
-    """Byte offset of the array data in an open .npy file."""
-    f.seek(0)
-    fmt = np.lib.format
-    if fmt.read_magic(f) == (1, 0):
-        fmt.read_array_header_1_0(f)
-    else:
-        fmt.read_array_header_2_0(f)
-    return f.tell()
+    def _drop_removed(self) -> None:
+        """Forget mappings whose file was evicted and that were not read since the last check,
+        so that their space comes back. One still being read is kept: its data is intact, and
+        dropping it would fetch the shard again at once."""
+        for sh, m in list(self._maps.items()):
+            if sh not in self._recent and m.removed():
+                del self._maps[sh]
+        self._recent.clear()
+        self._generation = self.budget.generation

@@ -26,7 +26,8 @@ class MixerLoader(DataLoader):
     Args:
         dataset: a :class:`StreamingMixture` built with this ``batch_size``, or a build's path
             (local or remote) to open one with ``split``, ``rank``, ``world_size``, ``source``,
-            ``cache_dir`` and ``position_ids`` (see StreamingMixture; ``rank``/``world_size``
+            ``cache_dir``, ``cache_limit`` and ``position_ids`` (see StreamingMixture;
+            ``rank``/``world_size``
             are the data-parallel ones).
         batch_size: per-rank batch size B; must equal the mixture's (a different one would cut
             the mixture's batches and make the state land mid-batch).
@@ -57,6 +58,7 @@ class MixerLoader(DataLoader):
         world_size: int | None = None,
         source: str | None = None,
         cache_dir: str | os.PathLike | None = None,
+        cache_limit: int | str | None = None,
         position_ids: bool | None = None,
         num_workers: int = 0,
         collate_fn=None,
@@ -68,7 +70,7 @@ class MixerLoader(DataLoader):
         timeout: float = 0,
     ):
         mixture_args = {"split": split, "rank": rank, "world_size": world_size, "source": source}
-        mixture_args.update(cache_dir=cache_dir, position_ids=position_ids)
+        mixture_args.update(cache_dir=cache_dir, cache_limit=cache_limit, position_ids=position_ids)
         ds = _open(dataset, batch_size, {k: v for k, v in mixture_args.items() if v is not None})
         super().__init__(
             ds,

@@ -1,14 +1,13 @@
 """`StreamingMixture`: the plan's global sequence, sliced for this rank and DataLoader worker.
 
-Thin by design: the order is `mixer.plan` (pure arithmetic), the bytes are `mixer.artifacts.shards`
-(fetch, verify, memory-map). What is left here is choosing which global samples this process
-serves, gathering them a chunk at a time, and the resume state.
+Thin by design: the order is `mixer.plan` (pure arithmetic), the bytes are `mixer.serve.cache`
+(fetch, verify, unpack once, memory-map). What is left here is choosing which global samples
+this process serves, gathering them a chunk at a time, and the resume state.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import torch
@@ -17,10 +16,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mixer.artifacts.planfile import load_plan, val_plan
 from mixer.errors import StateError, UsageError
 from mixer.serve import state
-from mixer.serve.cache import SplitStore, cache_root, open_build
+from mixer.serve.budget import Budget, parse_limit
+from mixer.serve.buffers import Buffers
+from mixer.serve.cache import SplitStore, cache_root, check_limit, open_build
+from mixer.serve.positions import positions_of_starts
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
-CHUNK_SAMPLES = 128  # samples gathered at once (4 MiB of int64 at 2048 tokens)
+CHUNK_SAMPLES = 256  # samples gathered at once (8 MiB of int64 at 2048 tokens)
 
 
 class StreamingMixture(IterableDataset):
@@ -41,6 +43,8 @@ class StreamingMixture(IterableDataset):
             at document starts can turn them off: half the bytes through a DataLoader.
         cache_dir: where shards are fetched and unpacked; default $MIXER_CACHE or
             ~/.cache/mixer, in a folder named after the manifest.
+        cache_limit: the most bytes the cache folder may hold (``"20GiB"`` or an int; default
+            $MIXER_CACHE_LIMIT, else no limit): least recently used shards are evicted.
 
     Each sample is ``{"input_ids", "position_ids", "source", "index"}``: int64 arrays of
     seq_len tokens, position ids restarting at 0 at each document start, the source's name and
@@ -60,6 +64,7 @@ class StreamingMixture(IterableDataset):
         *,
         source: str | None = None,
         cache_dir: str | os.PathLike | None = None,
+        cache_limit: int | str | None = None,
         position_ids: bool = True,
     ):
         super().__init__()
@@ -73,13 +78,16 @@ class StreamingMixture(IterableDataset):
         self.manifest = open_build(self.path, cache_dir)
         plan = load_plan(self.manifest) if split == "train" else val_plan(self.manifest)
         self.plan = plan.restrict(source) if source else plan
+        self.cache_limit = parse_limit(cache_limit)
+        check_limit(self.cache_limit, self.manifest, split, [p.name for p in self.plan.sources])
         self.cache_dir = cache_root(cache_dir) / self.manifest.fingerprint[:16]
         self._start = 0  # global sample where this rank's slicing starts (the resume point)
         self._skip = 0  # batches of that slicing this process served before this iteration
         self._yielded = 0  # samples this process handed out in this iteration
         self._exhausted = False  # this iteration reached its end (a short last batch is whole)
         self._stores: dict[str, SplitStore] = {}
-        self._buffers = _Buffers()
+        self._budget: Budget | None = None
+        self._buffers = Buffers()
 
     # -- what the plan says ---------------------------------------------------------------
     @property
@@ -215,13 +223,7 @@ class StreamingMixture(IterableDataset):
 
     def _samples(self, src, blocks, index):
         rows = 2 if self.position_ids else 1
-        out = self._buffers.get((rows, index.size, self.plan.seq_len))
-        for s in np.unique(src).tolist():
-            sel = np.flatnonzero(src == s)
-            cells = self._store(self.plan.sources[s].name).gather(blocks[sel])
-            out[0, sel] = cells[:, 0]  # token ids (and position ids), widened to int64
-            if rows == 2:
-                out[1, sel] = cells[:, 1]
+        out = self._gather(src, blocks)
         names = [p.name for p in self.plan.sources]
         pads = _padding(self.plan, src, blocks)
         for j, (s, i) in enumerate(zip(src.tolist(), index.tolist(), strict=True)):
@@ -232,14 +234,30 @@ class StreamingMixture(IterableDataset):
                 sample["num_padding"] = pads[j]
             yield sample
 
+    # -- gathering ------------------------------------------------------------------------
+    def _gather(self, src: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+        """``[1 or 2, K, seq_len]`` int64: token ids (and position ids) of these blocks."""
+        rows, L = 2 if self.position_ids else 1, self.plan.seq_len
+        out = self._buffers.get((rows, src.size, L))
+        starts = []
+        for s in np.unique(src).tolist():
+            sel = np.flatnonzero(src == s)
+            starts += self._store(self.plan.sources[s].name).gather(blocks[sel], out[0], sel)
+        if rows == 2:
+            positions_of_starts(starts, src.size, L, out=out[1])
+        return out
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_stores"] = {}  # memory maps are reopened in each DataLoader worker
-        state["_buffers"] = _Buffers()
+        state["_budget"] = None  # so is the record of recently used shards
+        state["_buffers"] = Buffers()
         return state
 
     def _store(self, name: str) -> SplitStore:
         if name not in self._stores:
+            if self._budget is None:
+                self._budget = Budget(self.cache_dir.parent, self.cache_limit)
             self._stores[name] = SplitStore(
                 root=self.manifest.location,
                 cache=self.cache_dir,
@@ -248,31 +266,9 @@ class StreamingMixture(IterableDataset):
                 record=self.manifest.split(name, self.split),
                 seq_len=self.plan.seq_len,
                 dtype=self.manifest.dtype,
+                budget=self._budget,
             )
         return self._stores[name]
-
-
-class _Buffers:
-    """Output arrays, reused once no sample handed out still refers to them.
-
-    Fresh multi-megabyte arrays cost page faults on every chunk (measured: more than the copy
-    itself); a buffer is recycled only when its reference count shows that no view of it (a
-    sample the caller kept) is alive, so a sample never changes after it was yielded.
-    """
-
-    def __init__(self, keep: int = 4):
-        self._bufs: list[np.ndarray] = []
-        self._keep = keep
-
-    def get(self, shape: tuple[int, ...]) -> np.ndarray:
-        for buf in self._bufs:
-            # our references: the list, this loop variable and getrefcount's argument
-            if buf.shape == shape and sys.getrefcount(buf) == 3:
-                return buf
-        buf = np.empty(shape, np.int64)
-        if len(self._bufs) < self._keep:
-            self._bufs.append(buf)
-        return buf
 
 
 def _padding(plan, src: np.ndarray, blocks: np.ndarray) -> list[int] | None:

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 
 from mixer import StreamingMixture
 from mixer.artifacts.manifest import Manifest
-from mixer.artifacts.shards import positions, read_shard_file
+from mixer.artifacts.shards import read_shard_file
 from mixer.errors import StateError, UsageError
+from mixer.serve.positions import positions
 from tests.helpers import build_demo
 
 
@@ -250,7 +251,9 @@ def test_property_workers_ranks_and_resume(
     after = served(batch2, world2, seen)
     assert len(after) == len(set(after)) and min(after, default=seen) >= seen
     # the first global batch after the resume point is served in full, by every rank together
-    assert set(range(seen, seen + batch2 * world2)) <= set(after)
+    # (unless the plan ends first: a final incomplete global batch is not served in training)
+    if seen + batch2 * world2 <= 30_000:
+        assert set(range(seen, seen + batch2 * world2)) <= set(after)
 
 
 def test_position_ids_can_be_left_out(out, cache):

@@ -64,7 +64,7 @@ def test_remote_build_reads_like_the_local_one(out, s3, tmp_path):
     assert len(remote) == len(local) > 100
     for a, b in zip(local, remote, strict=True):
         assert a["index"] == b["index"] and (a["input_ids"] == b["input_ids"]).all()
-    filled = list((tmp_path / "remote").rglob("shard-*.ready"))
+    filled = list((tmp_path / "remote").rglob("shard-*.blk"))
     assert len(filled) == len(remote_ds.manifest.split("web").shards) > 2
 
 
@@ -76,7 +76,7 @@ def test_shard_aware_order_downloads_a_window_of_shards_first(out, s3, tmp_path)
     for _ in range(8):
         next(it)
     shards = ds.manifest.split("web").shards
-    got = list((tmp_path / "c").rglob("shard-*.ready"))
+    got = list((tmp_path / "c").rglob("shard-*.blk"))
     # The first chunk of samples covers a few windows of 2 shards, not the whole source.
     per_shard = min(s.samples for s in shards[:-1])
     assert len(got) <= 2 * (-(-CHUNK_SAMPLES // per_shard) // 2 + 1) < len(shards)
@@ -93,4 +93,4 @@ def test_an_altered_remote_shard_is_refused(out, s3, tmp_path):
     )
     ds = StreamingMixture("s3://data/c", cache_dir=tmp_path / "c", source="web")
     with pytest.raises(OutputError, match=rf"{name}: shard does not match the manifest"):
-        ds._store("web").gather(np.arange(3))
+        ds._store("web").tokens(np.arange(3))

@@ -87,7 +87,7 @@ def test_consumed_equals_iteration(cli, out, tmp_path):
     last = {}
     for name in ("books", "web", "zh"):
         store = raw._store(name)
-        last[name] = store.gather([len(store) - 1])[0, 0].tolist()
+        last[name] = store.tokens([len(store) - 1])[0].tolist()
     pad = {n: Manifest.load(out).split(n).padding_tokens for n in last}
     for name, got in by_sample["consumed"].items():
         mine = [x for x in samples if x["source"] == name]
