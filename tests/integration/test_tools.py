@@ -1,0 +1,72 @@
+"""The benchmarks under tools/ keep working: each runs end to end at a tiny size.
+
+The numbers at this size mean nothing (README reports full runs, by hand); what is checked is
+that the scripts still run against the current code and that what they compare is the same
+work: identical token counts for the build, the planned replay share for serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _run(tmp_path, script: str, *args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MIXER_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / script), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    return json.loads(out[out.index("{") : out.rindex("}") + 1])
+
+
+def test_build_benchmark_runs_and_compares_the_same_tokens(tmp_path):
+    res = _run(
+        tmp_path,
+        "bench_build.py",
+        "--mb",
+        "1",
+        "--reps",
+        "1",
+        "--scale",
+        "0",
+        "--only",
+        "compare",
+        "--keep",
+        str(tmp_path / "corpus"),
+    )
+    compare = res.get("compare", res)
+    assert compare["same_tokens"] is True
+    assert compare["ratio_p1"] > 0 and compare["ratio_p2"] > 0
+
+
+def test_serving_benchmark_runs_and_serves_the_planned_shares(tmp_path):
+    res = _run(
+        tmp_path,
+        "bench_mixture.py",
+        "--blocks",
+        "600",
+        "--samples",
+        "500",
+        "--reps",
+        "1",
+        "--keep",
+        str(tmp_path / "build"),
+    )
+    assert res["mixer_replay_share"] == pytest.approx(0.05)
+    assert res["mixer"] > 0 and res["memmap"] > 0 and res["mixer_loader"] > 0
+    assert res["disk_mixer_cache_bytes"] <= 1.1 * res["mixer_train_token_bytes"]
