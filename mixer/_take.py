@@ -51,7 +51,7 @@ class TakeSpec:
         return f"{kind} {value:,}" if kind != "fraction" else f"fraction {value:g}"
 
 
-def parse_take(k: Keys, name: str) -> TakeSpec | None:
+def parse_take(k: Keys) -> TakeSpec | None:
     """``sources.NAME.take`` (None when absent)."""
     if "take" not in k.data:
         return None
@@ -69,12 +69,12 @@ def parse_take(k: Keys, name: str) -> TakeSpec | None:
     tokens = tk.int("tokens", minimum=1)
     documents = tk.int("documents", minimum=1)
     fraction = tk.float("fraction")
+    tk.finish()
     given = [v for v in (tokens, documents, fraction) if v is not None]
     if len(given) != 1:
         raise RecipeError(f"{where}: give exactly one of tokens, documents or fraction (or auto)")
     if fraction is not None and not 0 < fraction <= 1:
         raise RecipeError(f"{where}.fraction: must be in (0, 1], got {fraction:g}")
-    tk.finish()
     return TakeSpec(tokens=tokens, documents=documents, fraction=fraction)
 
 

@@ -286,7 +286,7 @@ def _source(
         reuse=str((base / k.str("from")).resolve()) if has_from else None,
         reuse_source=k.str("source"),
         max_epochs=positive(k, "max_epochs"),
-        take=parse_take(k, name),
+        take=parse_take(k),
     )
     k.finish()
     return spec

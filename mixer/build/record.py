@@ -88,6 +88,12 @@ def report(
                     highlight=False,
                     soft_wrap=True,
                 )
+        if src.take is not None and decisions[name].linked is None:
+            from mixer.report.stats import taken_line  # the words `mixer stats` prints
+            from mixer.typed import to_json
+
+            line = taken_line(to_json(src.take))
+            console.print(f"{name}: {line}", highlight=False, soft_wrap=True)
     total = sum(s.train.blocks + s.val.blocks for s in manifest.sources.values())
     linked = [n for n, d in decisions.items() if d.linked is not None]
     notes = []
