@@ -13,7 +13,7 @@ import yaml
 
 from mixer.artifacts.manifest import Manifest
 from mixer.build import build
-from mixer.errors import PlanError, RecipeError
+from mixer.errors import RecipeError
 from mixer.recipe import load_recipe, parse_recipe
 from tests.helpers import TOKENIZER
 
