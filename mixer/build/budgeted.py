@@ -20,11 +20,11 @@ import os
 import shutil
 from pathlib import Path
 
-from mixer.artifacts.manifest import BLOCKS_FORMAT, InputFile, Manifest, SourceRecord
+from mixer.artifacts.manifest import InputFile, Manifest, SourceRecord
 from mixer.artifacts.planfile import planned_counts
 from mixer.build.budget import Budget
+from mixer.build.reuse import settings_key
 from mixer.errors import PlanError
-from mixer.identity import digest
 from mixer.recipe import Recipe, SourceSpec
 
 
@@ -43,17 +43,8 @@ def read_files(paths: list[str]) -> tuple[InputFile, ...]:
 
 
 def budget_key(recipe: Recipe, spec: SourceSpec, files, tok: dict) -> str:
-    parts = {
-        "take": spec.take.to_dict(),
-        "read": [[f.bytes, f.mtime_ns] for f in files],
-        "hf": spec.hf.__dict__ if spec.hf else None,
-        "reading": [spec.text_field, spec.encoding, spec.txt_mode, spec.max_document_bytes],
-        "validation": spec.validation.__dict__,
-        "tokenizer": tok,
-        "packing": [recipe.seq_len, recipe.packing, recipe.remainder, recipe.shard_size],
-        "blocks_format": BLOCKS_FORMAT,
-    }
-    return digest(parts)
+    read = [[f.bytes, f.mtime_ns] for f in files]
+    return settings_key(recipe, spec, tok, take=spec.take.to_dict(), read=read)
 
 
 def linkable(

@@ -54,8 +54,14 @@ def tokenizer_identity(recipe: Recipe) -> dict:
 
 
 def source_key(recipe: Recipe, spec: SourceSpec, inputs: list[InputFile], tok: dict) -> str:
+    return settings_key(recipe, spec, tok, inputs=[i.sha256 for i in inputs])
+
+
+def settings_key(recipe: Recipe, spec: SourceSpec, tok: dict, **inputs) -> str:
+    """A source's key: ``inputs`` (what identifies what it read) and every setting its blocks
+    depend on."""
     parts = {
-        "inputs": [i.sha256 for i in inputs],
+        **inputs,
         "hf": spec.hf.__dict__ if spec.hf else None,
         "reading": [spec.text_field, spec.encoding, spec.txt_mode, spec.max_document_bytes],
         "validation": spec.validation.__dict__,

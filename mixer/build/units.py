@@ -8,6 +8,7 @@ never on the number of workers, so any executor produces the same documents in t
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,7 @@ class Unit:
         file (of the compressed file for .gz/.zst), a row of a row group or of a dataset."""
         if self.kind in ("file", "range"):
             return f"{self.path} byte {end:,}"
-        if self.kind == "rowgroup":
-            return f"{self.path} row group {self.start} row {end:,}"
-        if self.kind == "hf-shard":
-            return f"hf:{self.path} shard {self.start} row {end:,}"
-        return f"hf:{self.path} row {self.start + end:,}"
+        return self._row(end)
 
     @property
     def whole_bytes(self) -> int | None:
@@ -61,11 +58,15 @@ class Unit:
         """A human location for the ``where`` a reader yielded."""
         if self.kind in ("file", "range"):
             return f"{self.path}:{where + self._lines_before()}"
+        return self._row(where)
+
+    def _row(self, n: int) -> str:
+        """Row ``n`` (from 1) of a row group, a dataset shard or a dataset's row range."""
         if self.kind == "rowgroup":
-            return f"{self.path} row group {self.start} row {where}"
+            return f"{self.path} row group {self.start} row {n:,}"
         if self.kind == "hf-shard":
-            return f"hf:{self.path} shard {self.start} row {where}"
-        return f"hf:{self.path} row {self.start + where}"
+            return f"hf:{self.path} shard {self.start} row {n:,}"
+        return f"hf:{self.path} row {self.start + n:,}"
 
     def _lines_before(self) -> int:
         """Lines of the file before this unit's first line (only computed for reports)."""
@@ -105,35 +106,21 @@ def _file_units(spec: SourceSpec, path: str) -> list[Unit]:
     kind = file_kind(path)
     size = Path(path).stat().st_size
     splittable = kind == ".jsonl" or (kind == ".txt" and spec.txt_mode == "line")
-    if kind == ".parquet":
-        rows = _row_groups(path)
-        if rows:
-            return [
-                Unit(
-                    source=spec.name,
-                    index=0,
-                    kind="rowgroup",
-                    path=path,
-                    start=g,
-                    stop=n,
-                    size=size // len(rows),
-                )
-                for g, n in enumerate(rows)
-            ]
+    unit = functools.partial(Unit, source=spec.name, index=0, path=path)
+    if kind == ".parquet" and (rows := _row_groups(path)):
+        size_each = size // len(rows)
+        return [unit(kind="rowgroup", start=g, stop=n, size=size_each) for g, n in enumerate(rows)]
     if splittable and size > RANGE_BYTES:
         return [
-            Unit(
-                source=spec.name,
-                index=0,
+            unit(
                 kind="range",
-                path=path,
                 start=a,
                 stop=min(a + RANGE_BYTES, size),
                 size=min(RANGE_BYTES, size - a),
             )
             for a in range(0, size, RANGE_BYTES)
         ]
-    return [Unit(source=spec.name, index=0, kind="file", path=path, size=size)]
+    return [unit(kind="file", size=size)]
 
 
 def _row_groups(path: str) -> list[int]:
