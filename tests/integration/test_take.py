@@ -290,3 +290,17 @@ def test_without_take_nothing_changes_in_the_recipe_record(tmp_path):
     r = parse_recipe(_recipe(tmp_path, {"s": {"files": files, "weight": 1.0}}), base_dir=tmp_path)
     assert "take" not in r.to_dict()["sources"][0]
     assert os.path.exists(files[0])
+
+
+def test_the_demo_replays_a_budgeted_source_without_warnings(cli, tmp_path):
+    from tests.helpers import DATA, REPO
+
+    out = tmp_path / "demo"
+    assert cli("build", REPO / "recipes" / "demo.yaml", "-o", out).exit_code == 0
+    result = cli("stats", out)
+    assert "warning" not in result.output, result.output
+    assert "web: taken " in result.output
+    web = Manifest.load(out).sources["web"]
+    assert web.take.need.samples == 40 and web.train.blocks == 41
+    on_disk = sum(p.stat().st_size for p in (DATA / "web").iterdir())
+    assert web.take.bytes_read < on_disk // 4
