@@ -36,7 +36,7 @@ def stat_inputs(spec: SourceSpec, known: dict[str, InputFile]) -> list[InputFile
     for path in spec.files:
         st = os.stat(path)
         rec = known.get(path)
-        same = rec and rec.bytes == st.st_size and rec.mtime_ns == st.st_mtime_ns
+        same = rec and rec.sha256 and (rec.bytes, rec.mtime_ns) == (st.st_size, st.st_mtime_ns)
         sha = rec.sha256 if same else sha256_file(path)
         out.append(InputFile(path=path, bytes=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha))
     return out
