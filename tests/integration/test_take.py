@@ -304,3 +304,16 @@ def test_the_demo_replays_a_budgeted_source_without_warnings(cli, tmp_path):
     assert web.take.need.samples == 40 and web.train.blocks == 41
     on_disk = sum(p.stat().st_size for p in (DATA / "web").iterdir())
     assert web.take.bytes_read < on_disk // 4
+
+
+def test_dropping_take_reads_and_hashes_the_whole_source(tmp_path):
+    files = _files(tmp_path, n=3)
+    src = {"files": files, "weight": 1.0, "take": {"documents": 50}}
+    _build(tmp_path, _recipe(tmp_path, {"s": src}))
+    del src["take"]
+    m = _build(tmp_path, _recipe(tmp_path, {"s": src}))
+    rec = m.sources["s"]
+    assert rec.take is None and rec.train.documents == 1200
+    assert [f.path for f in rec.inputs.files] == files
+    assert all(f.sha256 and len(f.sha256) == 64 for f in rec.inputs.files)
+    assert not (tmp_path / ".out.units").exists()  # no budgeted source left to keep units for
