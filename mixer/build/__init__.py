@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mixer.artifacts.manifest import Inputs, Manifest, SourceRecord
+from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.planfile import save_plan, train_plan
 from mixer.build import budgeted, reuse
 from mixer.build.budget import Budget, budgets
@@ -30,7 +30,7 @@ from mixer.build.executors import default_workers, emit, worker_state
 from mixer.build.merge import SourceMerge
 from mixer.build.outdir import BuildDir, write_error
 from mixer.build.progress import BuildProgress
-from mixer.build.record import report, write_manifest
+from mixer.build.record import report, source_record, write_manifest
 from mixer.build.schedule import Schedule
 from mixer.build.spill import UnitResult, unit_key
 from mixer.build.tiktoken_fast import TiktokenEncoder, TiktokenSpec
@@ -275,7 +275,9 @@ def _build_into(
     for s in recipe.sources:
         d = decisions[s.name]
         if d.linked is None:
-            records[s.name] = _record(recipe, s, d, schedule, merges[s.name], ident)
+            records[s.name] = source_record(
+                recipe, s, d, schedule.built[s.name], merges[s.name], ident
+            )
         else:
             src, name = d.linked
             reuse.link_source(src, name, work, s.name)
@@ -295,20 +297,3 @@ def _identity(path: str) -> dict[str, str]:
 def _first_units(spec: SourceSpec, units) -> list[Unit]:
     """A source's first units, for the encoder check (a lazy source planned again for them)."""
     return units[:4] if isinstance(units, list) else list(itertools.islice(iter_units(spec), 4))
-
-
-def _record(recipe, spec, decision, schedule, merge, ident) -> SourceRecord:
-    built = schedule.built[spec.name]
-    if spec.take is None:
-        inputs = Inputs(
-            units=merge.total,
-            hf=dict(spec.hf.__dict__) if spec.hf else None,
-            files=None if spec.hf else tuple(decision.inputs),
-        )
-        return SourceRecord(weight=spec.weight, key=decision.key, inputs=inputs, **built)
-    files = budgeted.read_files([u.path for u, _, _ in merge.accepted]) if spec.files else None
-    inputs = Inputs(
-        units=len(merge.accepted), hf=dict(spec.hf.__dict__) if spec.hf else None, files=files
-    )
-    key = budgeted.budget_key(recipe, spec, files or (), ident)
-    return SourceRecord(weight=spec.weight, key=key, inputs=inputs, **built)
