@@ -236,7 +236,7 @@ def _build_into(
         )
         for s in todo
     }
-    limits = {n: b.amount for n, b in takes.items() if b.stops}
+    limits = {n: (b.measure, b.amount) for n, b in takes.items() if b.stops}
 
     def key(spec: SourceSpec, unit: Unit) -> str:
         given = hashes if spec.take is None or not spec.files else _identity(unit.path)

@@ -17,10 +17,18 @@ from collections.abc import Callable
 import numpy as np
 
 from mixer.build import tiktoken_fast as backend
+from mixer.build.budget import Meter
 from mixer.build.executors import LocalExecutor, RayExecutor
 from mixer.build.progress import BuildProgress
 from mixer.build.schedule import Schedule
-from mixer.build.spill import UnitResult, load_record, record_path, save_record
+from mixer.build.spill import (
+    DOC_DTYPE,
+    UnitResult,
+    load_record,
+    record_path,
+    save_record,
+    unit_paths,
+)
 from mixer.build.tokenizer import BuildTokenizer
 from mixer.errors import TokenizerError
 from mixer.recipe import Recipe
@@ -104,17 +112,31 @@ def tokenize(
 
 def reused_loader(work, key: Callable, limits: dict, bar: BuildProgress) -> Callable:
     """``load(spec, unit)``: the unit's result from an earlier run's completion record, shown
-    on the progress bar, or None."""
+    on the progress bar, or None. ``limits``: per budgeted source, (measure, amount)."""
 
     def load(spec, unit) -> UnitResult | None:
         if not record_path(work, unit).exists():
             return None
-        r = load_record(work, unit, key(spec, unit), limits.get(spec.name))
+        limit = limits.get(spec.name)
+        r = load_record(work, unit, key(spec, unit), limit and limit[1])
+        other = r is not None and limit is not None and r.limit != limit[1]
+        if other and not _would_not_stop(work, unit, spec, limit):
+            return None  # read whole under a larger budget: this one would stop it early
         if r is not None:
             bar.update("unit", unit.source, unit.index, r.documents, r.tokens, r.bytes)
         return r
 
     return load
+
+
+def _would_not_stop(work, unit, spec, limit: tuple[str, float]) -> bool:
+    """A unit read whole under another budget is what this one would read (the same bytes,
+    skips included) only if the unit alone stays below this budget's limit."""
+    _, doc_path = unit_paths(work, unit)
+    rec = np.fromfile(doc_path, DOC_DTYPE)
+    meter = Meter(limit[0], spec.validation)
+    meter.add(rec["hash"], rec["length"])
+    return meter.value < limit[1]
 
 
 def _executor(engine: tuple[str, str | None], workers: int, setup, gate: _Gate):

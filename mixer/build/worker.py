@@ -63,9 +63,10 @@ def run_unit(
                 w.skip(reason, where)
             if w.stopped:
                 break
+        early = w.stopped  # (the last flush may reach the limit at the unit's end: complete)
         w.flush()
     res = w.res
-    res.complete, res.limit = not w.stopped, None if limit is None else limit[1]
+    res.complete, res.limit = not early, None if limit is None else limit[1]
     res.bytes = unit.size if res.complete else unit.bytes_to(w.cursor.pos) or 0
     res.smallest = w.smallest if keep_smallest else None
     if progress:

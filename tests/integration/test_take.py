@@ -317,3 +317,17 @@ def test_dropping_take_reads_and_hashes_the_whole_source(tmp_path):
     assert [f.path for f in rec.inputs.files] == files
     assert all(f.sha256 and len(f.sha256) == 64 for f in rec.inputs.files)
     assert not (tmp_path / ".out.units").exists()  # no budgeted source left to keep units for
+
+
+def test_a_smaller_budget_after_a_larger_one_gives_a_fresh_builds_manifest(tmp_path):
+    path = _jsonl(tmp_path / "one.jsonl", 6000)
+    with open(path, "a") as f:
+        f.write("{not json\n" * 3)  # after the first batch: a worker stopping early never sees it
+    src = {"files": [str(path)], "weight": 1.0}
+    big = _build(tmp_path, _recipe(tmp_path, {"s": {**src, "take": {"tokens": 400_000}}}))
+    assert big.sources["s"].skipped == {"malformed_json": 3}
+    small = _recipe(tmp_path, {"s": {**src, "take": {"tokens": 9_000}}})
+    again = _build(tmp_path, small)  # the unit read whole before is not what 9,000 would read
+    fresh = _build(tmp_path, small, out="fresh")
+    assert again.sources["s"].skipped == fresh.sources["s"].skipped == {}
+    assert again.fingerprint == fresh.fingerprint
