@@ -260,7 +260,7 @@ def test_a_200_mb_file_is_read_only_as_far_as_the_budget(tmp_path):
     assert t.tokens >= 3_000_000
     assert t.bytes_read < 40 << 20 and t.bytes_read < size // 5
     assert read < 80 << 20, f"read {read:,} bytes of a {size:,}-byte file"
-    assert seconds < 25
+    assert seconds < 60  # about 10 s here, with a test suite running beside it
 
 
 def test_recipe_errors_name_the_key(tmp_path, write_recipe):
