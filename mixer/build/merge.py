@@ -158,7 +158,7 @@ class SourceMerge:
         threshold = self.threshold
         for tokens, lengths, hashes, cont, whole in _chunks(tok_path, doc_path, self.dtype, taken):
             keep = taken_mask(hashes, self.fraction)
-            is_val = keep & (hashes <= threshold) if threshold is not None else keep & False
+            is_val = keep & (hashes <= threshold) if threshold is not None else np.zeros_like(keep)
             for split, m in ((self.train, keep & ~is_val), (self.val, is_val)):
                 starts = m[1:] if cont else m  # the documents that start in this chunk
                 split.feed(
