@@ -13,7 +13,9 @@ The flow, and where each step lives::
                  -> mixer stats / inspect / verify (report)
 
 Reading order for a newcomer: ``recipe`` (what a user writes; ``_mixture`` its mixture and
-phases, ``_yaml`` the typed YAML access), ``build/__init__`` (the build's phases),
+phases, ``_take`` a source's read budget, ``_yaml`` the typed YAML access), ``build/__init__``
+(the build's phases; ``build.budget``, ``cut``, ``schedule`` and ``budgeted``: reading only
+what a ``take`` budget needs),
 ``artifacts`` (what a build writes), ``plan`` (pure index math: allocation, phases and their
 limits, interleave, passes, slicing), ``serve`` (the cache, ``StreamingMixture``,
 ``MixerLoader``), ``integrations`` (one module per trainer), ``report``, ``cli``. ``errors``

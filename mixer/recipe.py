@@ -18,6 +18,7 @@ from typing import Any
 
 from mixer._mixture import MixtureSpec, check_weights, parse_mixture, positive
 from mixer._mixture import PhaseSpec as PhaseSpec  # re-exported: the recipe's records live here
+from mixer._take import TakeSpec, check_take, parse_take
 from mixer._yaml import Keys, load_yaml
 from mixer.errors import RecipeError
 
@@ -82,13 +83,16 @@ class SourceSpec:
     reuse: str | None = None  # `from:` another build's folder (resolved) ...
     reuse_source: str | None = None  # ... and the source's name there (default: this name)
     max_epochs: float | None = None  # overrides mixture.max_epochs for this source
+    take: TakeSpec | None = None  # read only part of the source (`mixer._take`)
 
     def to_dict(self) -> dict[str, Any]:
         """Keys left unset are left out (a recipe without them keeps its manifest)."""
         d = asdict(self)
-        for key in ("weight", "max_epochs"):
+        for key in ("weight", "max_epochs", "take"):
             if d[key] is None:
                 del d[key]
+        if self.take is not None:
+            d["take"] = self.take.to_dict()
         return d
 
 
@@ -158,6 +162,7 @@ def parse_recipe(
         for key in srcs.names()
     )
     check_weights(mixture, sources, origin)
+    check_take(sources, mixture, origin)
     top.finish()
     return _given(
         Recipe,
@@ -281,6 +286,7 @@ def _source(
         reuse=str((base / k.str("from")).resolve()) if has_from else None,
         reuse_source=k.str("source"),
         max_epochs=positive(k, "max_epochs"),
+        take=parse_take(k),
     )
     k.finish()
     return spec

@@ -95,7 +95,7 @@ def _instrument() -> Timers:
     t.wrap(worker, "read_unit", "read/parse (readers)", generator=True)
     t.wrap(fast.TiktokenEncoder, "encode", "encode")
     t.wrap(tokenizer.Encoder, "encode", "encode")
-    t.wrap(worker, "_hashes", "hash (validation)")
+    t.wrap(worker, "text_hashes", "hash (validation)")
     t.wrap(worker._UnitWriter, "flush", "worker: batch + spill")
     t.wrap(build, "run_unit", "worker: per document")
     t.wrap(tokenize, "save_record", "completion records (fsync)")

@@ -56,7 +56,9 @@ class InputFile:
     path: str
     bytes: int
     mtime_ns: int
-    sha256: str
+    # the file's content hash; None for a source with `take` (no file is hashed whole: its
+    # key covers the files read by size and time, its `take.selection` the documents taken)
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +75,35 @@ class ValidationRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AutoNeed:
+    """``take: auto``'s arithmetic: what the plan needs of the source."""
+
+    samples: int  # the source's samples in the plan (all phases)
+    max_epochs: float  # the repetitions allowed
+    blocks: int  # ceil(samples / max_epochs): fewer train blocks would repeat it more
+    margin_blocks: int  # taken beyond that, so that small plan changes need no rebuild
+    train_tokens: int  # (blocks + margin_blocks) * seq_len: what reading stops at
+
+
+@dataclass(frozen=True, kw_only=True)
+class TakeRecord:
+    """What a source with ``take`` took: the documents are a prefix of the source in unit
+    order (``fraction``: a hash sample of all of it), the same on every rebuild."""
+
+    budget: Any  # the recipe's `take`: "auto", {"tokens": T}, {"documents": D}, {"fraction": f}
+    measure: str  # what stops reading: "tokens", "documents", "train_tokens"; "fraction": none
+    amount: float  # the amount of `measure` to take (the fraction for "fraction")
+    documents: int  # documents taken (train and validation)
+    tokens: int  # their tokens
+    units: int  # work units whose documents were taken (the last one perhaps in part)
+    stopped: str | None  # where the last document taken ends; None: read to the end
+    exhausted: bool  # the source ended before the budget was met
+    bytes_read: int | None  # input bytes up to `stopped` (files; None for datasets)
+    selection: str  # sha256 of the taken documents' (text hash, tokens) records, in order
+    need: AutoNeed | None = None  # with take: auto
+
+
+@dataclass(frozen=True, kw_only=True)
 class SourceRecord:
     weight: float | None  # None when the recipe gives the weights per phase
     key: str  # what the blocks depend on (mixer.build.reuse.source_key)
@@ -82,6 +113,7 @@ class SourceRecord:
     skipped_examples: tuple[tuple[str, str], ...]  # (reason, location), the first few
     train: SplitRecord
     val: SplitRecord
+    take: TakeRecord | None = None  # with `take:` in the recipe
 
     def split(self, name: str) -> SplitRecord:
         return self.train if name == "train" else self.val

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,20 +22,23 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mixer.artifacts.manifest import Inputs, Manifest, SourceRecord
+from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.planfile import save_plan, train_plan
-from mixer.build import reuse
+from mixer.build import budgeted, reuse
+from mixer.build.budget import Budget, budgets
 from mixer.build.executors import default_workers, emit, worker_state
 from mixer.build.merge import SourceMerge
 from mixer.build.outdir import BuildDir, write_error
 from mixer.build.progress import BuildProgress
-from mixer.build.record import report, write_manifest
+from mixer.build.record import report, source_record, write_manifest
+from mixer.build.schedule import Schedule
+from mixer.build.spill import UnitResult, unit_key
 from mixer.build.tiktoken_fast import TiktokenEncoder, TiktokenSpec
 from mixer.build.tokenizer import BuildTokenizer, Encoder, Ids, TokenizerInfo
 from mixer.build.tokenizer import BuildTokenizer as open_tokenizer
-from mixer.build.tokenizing import tokenize
-from mixer.build.units import Unit, plan_units
-from mixer.build.worker import UnitResult, run_unit
+from mixer.build.tokenizing import reused_loader, tokenize
+from mixer.build.units import Unit, iter_units, plan_units
+from mixer.build.worker import run_unit
 from mixer.errors import MixerError, RecipeError
 from mixer.recipe import Recipe, SourceSpec
 
@@ -45,6 +50,7 @@ class _Task:
     work_dir: Path
     strict: bool
     keep_smallest: int
+    limit: tuple[str, float] | None = None  # a budget's (measure, amount): stop the unit there
 
 
 def _setup(tokenizer_json: str | None, ids: Ids, fast: TiktokenSpec | None) -> dict:
@@ -64,6 +70,7 @@ def _run(task: _Task) -> UnitResult:
         strict=task.strict,
         keep_smallest=task.keep_smallest,
         progress=emit,
+        limit=task.limit,
     )
 
 
@@ -89,7 +96,8 @@ def build(
         raise RecipeError(f"{recipe.path}: output: missing; set `output:` or pass --output")
     started = time.perf_counter()
     ident = reuse.tokenizer_identity(recipe)
-    decisions = _decide(recipe, reuse.previous(Path(recipe.output)), ident)
+    takes = budgets(recipe)
+    decisions = _decide(recipe, reuse.previous(Path(recipe.output)), ident, takes)
     todo = [s for s in recipe.sources if decisions[s.name].linked is None]
     tok = None
     if todo or any(m.tokenizer.identity != ident for m, _ in _linked(decisions)):
@@ -98,7 +106,8 @@ def build(
         if s.reuse:
             summary = _tok_summary(tok.info if tok else None, decisions)
             reuse.check_compatible(recipe, s, decisions[s.name].linked[0], summary)
-    units = {s.name: plan_units(s) for s in todo}
+    # a budgeted source is planned lazily: only the files it reaches are opened
+    units = {s.name: iter_units(s) if s.take else plan_units(s) for s in todo}
     if show_progress is None:
         mode = "bars" if console.is_terminal else "log"
     else:
@@ -106,7 +115,7 @@ def build(
     with BuildDir(Path(recipe.output)) as bd:
         try:
             bar = BuildProgress(
-                _totals(units), {n: len(u) for n, u in units.items()}, console, mode
+                _totals(units), {n: _count(u) for n, u in units.items()}, console, mode
             )
             manifest, reused, num_units = _build_into(
                 bd.work,
@@ -115,15 +124,17 @@ def build(
                 ident,
                 decisions,
                 units,
-                workers or _auto_workers(units),
+                workers or _auto_workers(todo),
                 strict,
                 bar,
                 encoder,
                 (engine, address),
+                takes,
             )
             report(console, manifest, time.perf_counter() - started, reused, num_units, decisions)
             bd.publish()
         except MixerError:
+            _keep_units(recipe, bd.work, todo, takes)  # what was tokenized stays reusable
             bd.discard()
             raise
         except OSError as e:
@@ -131,12 +142,18 @@ def build(
     return Manifest.load(recipe.output)
 
 
-def _decide(recipe: Recipe, prev: Manifest | None, ident: dict) -> dict[str, reuse.Decision]:
+def _decide(
+    recipe: Recipe, prev: Manifest | None, ident: dict, takes: dict[str, Budget]
+) -> dict[str, reuse.Decision]:
     known = reuse.known_inputs(prev)
     decisions = {}
     for s in recipe.sources:
         if s.reuse:
             decisions[s.name] = reuse.Decision(linked=reuse.reference(recipe, s))
+            continue
+        if s.take is not None:  # no input hashed: see mixer.build.budgeted
+            linked = budgeted.linkable(prev, recipe, s, ident, takes[s.name])
+            decisions[s.name] = reuse.Decision(linked=linked)
             continue
         inputs = reuse.stat_inputs(s, known) if s.files else []
         key = reuse.source_key(recipe, s, inputs, ident)
@@ -168,16 +185,29 @@ def _tok_summary(tok: TokenizerInfo | None, decisions: dict[str, reuse.Decision]
 SMALL_INPUT = 8 << 20
 
 
-def _auto_workers(units: dict[str, list[Unit]]) -> int:
+def _auto_workers(todo: list[SourceSpec]) -> int:
     """The default number of workers: all cores, or 1 for a small input read from files."""
-    every = [u for us in units.values() for u in us]
-    if all(not u.kind.startswith("hf") for u in every) and sum(u.size for u in every) < SMALL_INPUT:
+    if all(s.hf is None for s in todo) and sum(_file_bytes(s) for s in todo) < SMALL_INPUT:
         return 1
     return default_workers()
 
 
-def _totals(units: dict[str, list[Unit]]) -> dict[str, int]:
-    return {name: sum(u.size for u in us) for name, us in units.items()}
+def _file_bytes(spec: SourceSpec) -> int:
+    return sum(os.path.getsize(f) for f in spec.files)
+
+
+def _totals(units: dict) -> dict[str, int | None]:
+    """Bytes to read per source, for progress (None: a budgeted source, it stops on its own)."""
+    return {n: sum(u.size for u in us) if isinstance(us, list) else None for n, us in units.items()}
+
+
+def _count(units) -> int | None:
+    return len(units) if isinstance(units, list) else None
+
+
+def _keep_units(recipe: Recipe, work: Path, todo: list[SourceSpec], takes: dict) -> None:
+    built = [s.name for s in todo if s.take is not None]
+    budgeted.keep_units(Path(recipe.output), work, built, list(takes))
 
 
 def _build_into(
@@ -186,42 +216,52 @@ def _build_into(
     tok: BuildTokenizer | None,
     ident: dict,
     decisions: dict[str, reuse.Decision],
-    units: dict[str, list[Unit]],
+    units: dict,
     workers: int,
     strict: bool,
     bar: BuildProgress,
     encoder: str,
-    engine: tuple[str, str | None] = ("local", None),
+    engine: tuple[str, str | None],
+    takes: dict[str, Budget],
 ) -> tuple[Manifest, int, int]:
     """The whole build inside ``work``: (manifest, units reused, units in all)."""
     for stale in ("sources", "tokenizer"):  # from a merge an earlier run did not finish
         shutil.rmtree(work / stale, ignore_errors=True)
+    todo = [s for s in recipe.sources if s.name in units]
+    budgeted.restore_units(Path(recipe.output), work, [s.name for s in todo if s.take])
     hashes = {f.path: f.sha256 for d in decisions.values() for f in d.inputs or []}
     merges = {
-        name: SourceMerge(recipe, spec, units[name], tok.ids.dtype, tok.ids.pad_id, work)
-        for spec in recipe.sources
-        if (name := spec.name) in units
+        s.name: SourceMerge(
+            recipe, s, _count(units[s.name]), tok.ids.dtype, tok.ids.pad_id, work, takes.get(s.name)
+        )
+        for s in todo
     }
-    built: dict[str, dict] = {}
+    limits = {n: (b.measure, b.amount) for n, b in takes.items() if b.stops}
 
-    def finished(result: UnitResult) -> None:  # every unit, in unit order, as soon as it is in
-        merge = merges[result.source]
-        merge.add(result)
-        if merge.done:
-            built[result.source] = merge.finish()
+    def key(spec: SourceSpec, unit: Unit) -> str:
+        given = hashes if spec.take is None or not spec.files else _identity(unit.path)
+        return unit_key(unit, spec, tok.info, strict, given)
 
     def make_task(spec: SourceSpec, unit: Unit) -> _Task:
-        keep = spec.validation.docs or 0
-        return _Task(unit=unit, spec=spec, work_dir=work, strict=strict, keep_smallest=keep)
+        b = takes.get(spec.name)
+        return _Task(
+            unit=unit,
+            spec=spec,
+            work_dir=work,
+            strict=strict,
+            keep_smallest=spec.validation.docs or 0,
+            limit=(b.measure, b.amount) if b is not None and b.stops else None,
+        )
 
-    reused, num_units = tokenize(
+    schedule = Schedule(todo, units, merges, takes, workers, reused_loader(work, key, limits, bar))
+    tokenize(
         work,
         recipe,
         tok,
-        units,
-        hashes,
+        schedule,
+        {s.name: _first_units(s, units[s.name]) for s in todo},
+        key,
         workers=workers,
-        strict=strict,
         bar=bar,
         encoder=encoder,
         engine=engine,
@@ -230,25 +270,30 @@ def _build_into(
             _setup, None if fast else tok.info.json, ids, fast
         ),
         make_task=make_task,
-        finished=finished,
     )
     records = {}
     for s in recipe.sources:
         d = decisions[s.name]
         if d.linked is None:
-            inputs = Inputs(
-                units=len(units[s.name]),
-                hf=dict(s.hf.__dict__) if s.hf else None,
-                files=None if s.hf else tuple(d.inputs),
-            )
-            records[s.name] = SourceRecord(
-                weight=s.weight, key=d.key, inputs=inputs, **built[s.name]
+            records[s.name] = source_record(
+                recipe, s, d, schedule.built[s.name], merges[s.name], ident
             )
         else:
             src, name = d.linked
             reuse.link_source(src, name, work, s.name)
             records[s.name] = dataclasses.replace(src.sources[name], weight=s.weight)
+    budgeted.check_taken(recipe, records, takes)
+    _keep_units(recipe, work, todo, takes)
     shutil.rmtree(work / "units", ignore_errors=True)
     manifest = write_manifest(recipe, tok.info if tok else None, ident, decisions, records, work)
     save_plan(train_plan(manifest, recipe.to_dict()["mixture"]), work)
-    return manifest, reused, num_units
+    return manifest, schedule.reused, sum(schedule.planned.values())
+
+
+def _identity(path: str) -> dict[str, str]:
+    return {path: budgeted.input_identity(path)}
+
+
+def _first_units(spec: SourceSpec, units) -> list[Unit]:
+    """A source's first units, for the encoder check (a lazy source planned again for them)."""
+    return units[:4] if isinstance(units, list) else list(itertools.islice(iter_units(spec), 4))

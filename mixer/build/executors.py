@@ -2,7 +2,9 @@
 
 ``map`` yields results in input order whatever order they finish in, so the build's output does
 not depend on the executor or the number of workers; it keeps at most ``WINDOW`` tasks in
-flight. Workers are started with ``spawn``: the
+flight. Its items are a feed: an item None means "nothing to start until the next result is
+in" (a budgeted source waits for what its first units hold, `mixer.build.schedule`); a feed
+says so only while a task is in flight. Workers are started with ``spawn``: the
 parent has used `tokenizers` (whose thread pool does not survive ``fork``), and spawn gives
 each worker a clean interpreter that imports only what a unit needs.
 """
@@ -10,7 +12,6 @@ each worker a clean interpreter that imports only what a unit needs.
 from __future__ import annotations
 
 import collections
-import itertools
 import multiprocessing as mp
 import os
 import queue
@@ -23,6 +24,7 @@ from typing import Any
 #: Tasks submitted ahead of the oldest unfinished one: enough that a long unit never leaves the
 #: other workers idle, few enough that a build of 10^5 units does not hold 10^5 futures.
 WINDOW = 1024
+_END = object()
 _STATE: dict[str, Any] = {}  # per-process worker state set by the initializer
 _PARALLELISM = "TOKENIZERS_PARALLELISM"
 
@@ -100,20 +102,19 @@ class LocalExecutor:
         """``fn(item)`` for each item, results in item order. A pool starts on the first tasks
         at once (in this process, each runs when its result is asked for)."""
         if self._pool is None:
-            return map(fn, items)
-        items = iter(items)
-        futures = collections.deque(
-            self._pool.submit(fn, item) for item in itertools.islice(items, WINDOW)
-        )
-        return self._results(fn, items, futures)
+            return (fn(item) for item in _no_waits(items))
+        futures: collections.deque = collections.deque()
+        fill = _filler(iter(items), lambda item: self._pool.submit(fn, item), futures)
+        fill()  # the workers start at once
+        return self._results(fill, futures)
 
-    def _results(self, fn, items, futures) -> Iterator[Any]:
+    def _results(self, fill, futures) -> Iterator[Any]:
         try:
             while futures:
                 result = futures.popleft().result()
-                for item in itertools.islice(items, 1):
-                    futures.append(self._pool.submit(fn, item))
+                fill()  # keep the pool busy while the caller takes the result ...
                 yield result
+                fill()  # ... and again once it has (a waiting feed may go on)
         finally:
             for fut in futures:
                 fut.cancel()
@@ -131,6 +132,25 @@ class LocalExecutor:
             else:
                 os.environ[_PARALLELISM] = self._saved_env
         _STATE.clear()
+
+
+def _no_waits(items: Iterable[Any]) -> Iterator[Any]:
+    for item in items:
+        assert item is not None, "a feed waited with no task in flight"
+        yield item
+
+
+def _filler(items: Iterator[Any], submit, inflight: collections.deque):
+    """``fill()``: submit feed items until WINDOW are in flight, the feed waits or ends."""
+
+    def fill() -> None:
+        while len(inflight) < WINDOW:
+            item = next(items, _END)
+            if item is _END or item is None:  # None: wait for the result being taken
+                return
+            inflight.append(submit(item))
+
+    return fill
 
 
 class _Direct:
@@ -188,20 +208,22 @@ class RayExecutor:
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
         """``fn(item)`` for each item as Ray tasks, started at once; results in item order."""
-        items = iter(items)
 
         def submit(item):
             return self._remote.remote(self._setup_ref, self._key, fn, item)
 
-        refs = collections.deque(submit(item) for item in itertools.islice(items, WINDOW))
-        return self._results(submit, items, refs)
+        refs: collections.deque = collections.deque()
+        fill = _filler(iter(items), submit, refs)
+        fill()
+        return self._results(fill, refs)
 
-    def _results(self, submit, items, refs) -> Iterator[Any]:
+    def _results(self, fill, refs) -> Iterator[Any]:
         try:
             while refs:
                 result = self._ray.get(refs.popleft())
-                refs.extend(submit(item) for item in itertools.islice(items, 1))
+                fill()
                 yield result
+                fill()
         except BaseException:
             for ref in refs:
                 self._ray.cancel(ref)

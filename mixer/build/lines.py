@@ -16,29 +16,46 @@ CONTINUES = "+"  # the reason of a piece of a document whose next piece follows
 PIECE_CHARS = 1 << 20  # long documents are read and tokenized in pieces of about this size
 
 
+class Cursor:
+    """Where a reader is after the item it last yielded: a byte offset of the file as stored
+    (of the compressed bytes for .gz/.zst: what was read from disk) or a row number. The worker
+    stores it as each document's ``end``: where reading could stop after that document."""
+
+    __slots__ = ("pos",)
+
+    def __init__(self) -> None:
+        self.pos = 0
+
+
 class Unreadable(Exception):
     def __init__(self, where: int):
         self.where = where
 
 
 def open_binary(path: str):
+    """(the file's bytes, decompressed if need be; the file on disk, for its position)."""
     kind = file_kind(path)
+    raw = open(path, "rb")  # noqa: SIM115 (closed with the wrapper)
     if kind == ".jsonl.gz":
-        return gzip.open(path, "rb")
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
     if kind == ".jsonl.zst":
         import zstandard
 
-        raw = open(path, "rb")  # noqa: SIM115 (closed with the wrapper)
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(path, "rb")  # noqa: SIM115
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        return io.BufferedReader(reader), raw
+    return raw, raw
 
 
-def read_lines(unit: Unit, limit: int) -> Iterator[tuple[int, bytes | None]]:
+def read_lines(
+    unit: Unit, limit: int, cursor: Cursor | None = None
+) -> Iterator[tuple[int, bytes | None]]:
     """(line number within the unit, raw line) for the lines that start inside the unit; a line
     longer than ``limit`` bytes comes as None, read through in bounded memory."""
     n = 0
+    cursor = cursor or Cursor()
     try:
-        with open_binary(unit.path) as f:
+        f, raw = open_binary(unit.path)
+        with f, raw:
             if unit.start > 0:
                 f.seek(unit.start - 1)
                 if f.read(1) != b"\n":
@@ -52,8 +69,10 @@ def read_lines(unit: Unit, limit: int) -> Iterator[tuple[int, bytes | None]]:
                 pos += len(line)
                 if len(line) > limit and not line.endswith(b"\n"):
                     pos += skip_line(f)
+                    cursor.pos = pos if raw is f else raw.tell()
                     yield n, None
                     continue
+                cursor.pos = pos if raw is f else raw.tell()
                 if n == 1 and unit.start == 0 and line.startswith(b"\xef\xbb\xbf"):
                     line = line[3:]  # a UTF-8 byte order mark
                 yield n, line

@@ -10,9 +10,11 @@ import numpy as np
 
 from mixer.artifacts.manifest import SplitRecord, ValidationRecord
 from mixer.artifacts.shards import ShardWriter
+from mixer.build.budget import Budget, taken_mask
+from mixer.build.cut import Cut
 from mixer.build.pack import Packer
+from mixer.build.spill import DOC_DTYPE, UnitResult, unit_paths
 from mixer.build.units import Unit
-from mixer.build.worker import DOC_DTYPE, UnitResult, unit_paths
 from mixer.errors import InputError
 from mixer.recipe import Recipe, SourceSpec, ValidationSpec
 
@@ -73,79 +75,116 @@ class SourceMerge:
     """Packs one source's units into shards as they finish, in unit order, while later units
     are still being tokenized: the merge overlaps the tokenizing instead of following it.
 
-    With ``validation: docs: N`` the split threshold depends on every unit (the N smallest
-    hashes of the source), so such a source is packed once its last unit is in.
+    With ``validation: docs: N`` the split threshold depends on every unit taken (the N
+    smallest hashes of the source), so such a source is packed once its last unit is in. With
+    a ``take`` budget (``cut``), each unit's taken documents are decided as it comes, in unit
+    order (`mixer.build.cut`); once the budget is met the source is closed and later units are
+    ignored. ``units`` is the number of units, or None until `end` says it (a budgeted source
+    plans its units lazily).
     """
 
     def __init__(
         self,
         recipe: Recipe,
         spec: SourceSpec,
-        units: list[Unit],
+        units: int | None,
         dtype: str,
         pad_id: int,
         work: Path,
+        budget: Budget | None = None,
     ):
-        self.recipe, self.spec, self.units, self.dtype, self.pad_id = (
-            recipe,
-            spec,
-            units,
-            dtype,
-            pad_id,
-        )
-        self.work = work
-        self.results: list[UnitResult | None] = [None] * len(units)
-        self.merged = 0  # units packed so far (a prefix)
+        self.recipe, self.spec, self.dtype, self.pad_id = recipe, spec, dtype, pad_id
+        self.work, self.total = work, units
+        self.cut = Cut(budget, spec.validation) if budget is not None else None
+        self.fraction = budget.amount if budget is not None and not budget.stops else None
+        self.pending: dict[int, tuple[Unit, UnitResult]] = {}
+        self.accepted: list[tuple[Unit, UnitResult, int | None]] = []  # (unit, result, taken)
+        self.closed = units == 0  # no unit will be taken any more
+        self.packed = 0
         self.threshold = None if spec.validation.docs else _val_threshold(spec.validation, [])
         root = work / "sources" / spec.name
         self.train = _Split(recipe, dtype, root / "train")
         self.val = _Split(recipe, dtype, root / "val")
 
-    def add(self, result: UnitResult) -> None:
-        """A finished unit (any order): packs every unit whose predecessors are all in."""
-        self.results[result.index] = result
-        if self.spec.validation.docs:
-            if self.merged or any(r is None for r in self.results):
-                return
-            self.threshold = _val_threshold(self.spec.validation, self.results)
-        while self.merged < len(self.units) and self.results[self.merged] is not None:
-            self._pack(self.units[self.merged])
-            self.merged += 1
+    def add(self, unit: Unit, result: UnitResult) -> None:
+        """A finished unit (any order): takes and packs every unit whose predecessors are in."""
+        if self.closed:
+            return  # past the budget's end: read ahead, not taken
+        self.pending[result.index] = (unit, result)
+        while not self.closed and len(self.accepted) in self.pending:
+            unit, res = self.pending.pop(len(self.accepted))
+            taken = None
+            if self.cut is not None:
+                _, doc_path = unit_paths(self.work, unit)
+                taken = self.cut.take(unit, np.fromfile(doc_path, DOC_DTYPE))
+            self.accepted.append((unit, res, taken))
+            self.closed = bool(self.cut and self.cut.done) or len(self.accepted) == self.total
+        self.pending = {} if self.closed else self.pending
+        self._pack_ready()
+
+    def end(self, units: int) -> None:
+        """The source has ``units`` units in all (its lazy planning ran out)."""
+        self.total = units
+        if len(self.accepted) == units:
+            self.closed = True
+            self._pack_ready()
+
+    @property
+    def wants(self) -> bool:
+        """More units may be taken (the budget is not met, the source not exhausted)."""
+        return not self.closed
 
     @property
     def done(self) -> bool:
-        return self.merged == len(self.units)
+        return self.closed and self.packed == len(self.accepted)
 
-    def _pack(self, unit: Unit) -> None:
+    def _pack_ready(self) -> None:
+        if self.spec.validation.docs and self.threshold is None:
+            if not self.closed:
+                return
+            if self.cut is not None:
+                self.threshold = self.cut.val_threshold()
+            else:
+                self.threshold = _val_threshold(
+                    self.spec.validation, [r for _, r, _ in self.accepted]
+                )
+        while self.packed < len(self.accepted):
+            unit, _, taken = self.accepted[self.packed]
+            self._pack(unit, taken)
+            self.packed += 1
+
+    def _pack(self, unit: Unit, taken: int | None) -> None:
         tok_path, doc_path = unit_paths(self.work, unit)
         threshold = self.threshold
-        for tokens, lengths, doc_hashes, cont, whole in _chunks(tok_path, doc_path, self.dtype):
-            if threshold is None:
-                is_val = np.zeros(len(doc_hashes), bool)
-            else:
-                is_val = doc_hashes <= threshold
-            tok_val = np.repeat(is_val, lengths)
-            starts = is_val[1:] if cont else is_val  # the documents that start in this chunk
-            first_val = bool(is_val[0])
-            self.train.feed(
-                tokens[~tok_val], lengths[~is_val], cont and not first_val, whole[~starts]
-            )
-            self.val.feed(tokens[tok_val], lengths[is_val], cont and first_val, whole[starts])
+        for tokens, lengths, hashes, cont, whole in _chunks(tok_path, doc_path, self.dtype, taken):
+            keep = taken_mask(hashes, self.fraction)
+            is_val = keep & (hashes <= threshold) if threshold is not None else np.zeros_like(keep)
+            for split, m in ((self.train, keep & ~is_val), (self.val, is_val)):
+                starts = m[1:] if cont else m  # the documents that start in this chunk
+                split.feed(
+                    tokens[np.repeat(m, lengths)], lengths[m], cont and bool(m[0]), whole[starts]
+                )
 
     def finish(self) -> dict:
         """The fields of the source's SourceRecord but weight, key and inputs (every unit
         packed); InputError naming the files if the source kept no document or no block."""
         assert self.done
-        spec, units = self.spec, self.units
+        spec = self.spec
+        units = [u for u, _, _ in self.accepted]
+        results = [r for _, r, _ in self.accepted]
         skipped: dict[str, int] = {}
         examples: list[tuple[str, str]] = []
-        for r in self.results:
+        for r in results:
             for reason, n in r.skipped.items():
                 skipped[reason] = skipped.get(reason, 0) + n
             examples += [tuple(e) for e in r.examples]
-        if sum(r.documents for r in self.results) == 0:
+        kept = self.cut.meter.documents if self.cut else sum(r.documents for r in results)
+        if kept == 0:
+            why = _why_none(units, skipped, examples)
+            if read := sum(r.documents for r in results):
+                why = f"take: {spec.take.describe()} kept none of the {read:,} read"
             raise InputError(
-                f"sources.{spec.name}: no document kept ({_why_none(units, skipped, examples)});"
+                f"sources.{spec.name}: no document kept ({why});"
                 f" check the files and text_field ({spec.text_field!r})"
             )
         skipped = dict(sorted(skipped.items()))
@@ -157,7 +196,7 @@ class SourceMerge:
                 f" {train.tokens:,} tokens (in {_files(units)}) make no block of"
                 f" {self.recipe.seq_len} tokens; add text, lower seq_len, or use `remainder: pad`"
             )
-        return {
+        out = {
             "validation": ValidationRecord(
                 docs=spec.validation.docs, fraction=spec.validation.fraction
             ),
@@ -166,6 +205,9 @@ class SourceMerge:
             "train": train,
             "val": self.val.finish(self.recipe.remainder, self.pad_id, {}),
         }
+        if self.cut is not None:
+            out["take"] = self.cut.record(spec.take.to_dict())
+        return out
 
 
 def _files(units: list[Unit], most: int = 3) -> str:
@@ -184,7 +226,7 @@ def _why_none(units: list[Unit], skipped: dict[str, int], examples: list) -> str
     return f"{counts}: {where}"
 
 
-def _chunks(tok_path: Path, doc_path: Path, dtype: str):
+def _chunks(tok_path: Path, doc_path: Path, dtype: str, taken: int | None = None):
     """A unit's spill files as (tokens, lengths, hashes, continues, whole): at most CHUNK_DOCS
     documents and CHUNK_TOKENS tokens at a time; a longer document comes alone, in slices
     (``continues``: the first slice continues the previous chunk's last document; ``whole``:
@@ -192,6 +234,7 @@ def _chunks(tok_path: Path, doc_path: Path, dtype: str):
     the merge's resident memory is one chunk, whatever the size of the unit."""
     dtype = np.dtype(dtype)
     num_docs = doc_path.stat().st_size // DOC_DTYPE.itemsize
+    num_docs = num_docs if taken is None else min(num_docs, taken)  # a budget's prefix
     with open(tok_path, "rb") as toks, open(doc_path, "rb") as docs_file:
 
         def read_tokens(n: int) -> np.ndarray:

@@ -32,16 +32,23 @@ class _Rates(ProgressColumn):
         elapsed = max(task.elapsed or 0.0, 1e-9)
         f = task.fields
         return Text(
-            f"{task.completed / elapsed / 1e6:6.1f} MB/s {f['docs'] / elapsed:8.0f} docs/s"
-            f" {f['tokens']:>13,} tokens",
+            f"{task.completed / 1e6:9.1f} MB read {task.completed / elapsed / 1e6:6.1f} MB/s"
+            f" {f['docs'] / elapsed:8.0f} docs/s {f['tokens']:>13,} tokens",
             style="progress.data.speed",
         )
 
 
 class BuildProgress:
-    """Thread-safe ``update(*event)``; ``mode`` is "bars", "log" or "off"."""
+    """Thread-safe ``update(*event)``; ``mode`` is "bars", "log" or "off". A total of None (a
+    source with a ``take`` budget: it stops where its budget is met) shows no percentage."""
 
-    def __init__(self, totals: dict[str, int], units: dict[str, int], console: Console, mode: str):
+    def __init__(
+        self,
+        totals: dict[str, int | None],
+        units: dict[str, int | None],
+        console: Console,
+        mode: str,
+    ):
         assert mode in MODES
         self.mode, self.console, self.units = mode, console, units
         self.started = time.perf_counter()
@@ -58,12 +65,14 @@ class BuildProgress:
             console=console,
         )
         self._tasks = {
-            name: self._progress.add_task(name, total=max(total, 1), docs=0, tokens=0)
+            name: self._progress.add_task(name, total=_total(total), docs=0, tokens=0)
             for name, total in totals.items()
         }
         if len(totals) > 1:
+            known = None in totals.values()
+            every = None if known else sum(totals.values())
             self._tasks[None] = self._progress.add_task(
-                "all", total=max(sum(totals.values()), 1), docs=0, tokens=0
+                "all", total=_total(every), docs=0, tokens=0
             )
 
     def note(self, message: str) -> None:
@@ -116,3 +125,7 @@ class BuildProgress:
     def __exit__(self, *exc) -> None:
         if self.mode == "bars":
             self._progress.stop()
+
+
+def _total(total: int | None) -> int | None:
+    return None if total is None else max(total, 1)

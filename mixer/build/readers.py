@@ -11,12 +11,7 @@ import io
 import json
 from collections.abc import Iterator
 
-from mixer.build.lines import (
-    Item,
-    Unreadable,
-    check_text,
-    read_lines,
-)
+from mixer.build.lines import Cursor, Item, Unreadable, check_text, read_lines
 from mixer.build.text import read_txt
 from mixer.build.units import Unit, load_hf
 from mixer.recipe import SourceSpec, file_kind
@@ -36,21 +31,23 @@ REASONS = {
 }
 
 
-def read_unit(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
-    """Documents and skips of one unit, in input order."""
+def read_unit(unit: Unit, spec: SourceSpec, cursor: Cursor | None = None) -> Iterator[Item]:
+    """Documents and skips of one unit, in input order; ``cursor.pos`` is where the reader is
+    after each item (`Cursor`)."""
+    cursor = cursor or Cursor()
     if unit.kind.startswith("hf"):
-        yield from _read_hf(unit, spec)
+        yield from _read_hf(unit, spec, cursor)
         return
     kind = file_kind(unit.path)
     try:
         if kind == ".parquet":
-            yield from _read_parquet(unit, spec)
+            yield from _read_parquet(unit, spec, cursor)
         elif kind == ".txt":
-            yield from read_txt(unit, spec)
+            yield from read_txt(unit, spec, cursor)
         elif kind == ".json" and _is_json_array(unit.path):
-            yield from _read_json_array(unit, spec)
+            yield from _read_json_array(unit, spec, cursor)
         else:
-            yield from _read_json_lines(unit, spec)
+            yield from _read_json_lines(unit, spec, cursor)
     except Unreadable as e:
         yield e.where, None, "unreadable_file"
 
@@ -66,9 +63,9 @@ def _record_text(obj, field: str, limit: int) -> tuple[str | None, str | None]:
     return check_text(text, limit)
 
 
-def _read_json_lines(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
+def _read_json_lines(unit: Unit, spec: SourceSpec, cursor: Cursor) -> Iterator[Item]:
     utf8 = spec.encoding.replace("_", "-").lower() in ("utf-8", "utf8")
-    for n, line in read_lines(unit, spec.max_document_bytes):
+    for n, line in read_lines(unit, spec.max_document_bytes, cursor):
         if line is None:
             yield n, None, "too_long"
             continue
@@ -92,7 +89,7 @@ def _is_json_array(path: str) -> bool:
     return head.startswith(b"[")
 
 
-def _read_json_array(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
+def _read_json_array(unit: Unit, spec: SourceSpec, cursor: Cursor) -> Iterator[Item]:
     """A .json file holding one array of records, streamed record by record (ijson)."""
     import ijson
 
@@ -102,6 +99,7 @@ def _read_json_array(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
         try:
             for n, obj in enumerate(ijson.items(f, "item", use_float=True), 1):  # noqa: B007
                 text, reason = _record_text(obj, spec.text_field, spec.max_document_bytes)
+                cursor.pos = raw.tell()
                 yield n, text, reason
         except (ijson.JSONError, UnicodeDecodeError, ValueError):
             yield n + 1, None, "malformed_json"
@@ -124,7 +122,7 @@ class _Transcoder:
         return out
 
 
-def _read_parquet(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
+def _read_parquet(unit: Unit, spec: SourceSpec, cursor: Cursor) -> Iterator[Item]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -149,6 +147,7 @@ def _read_parquet(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
         for batch in batches:
             for text in batch.column(0).to_pylist():
                 n += 1
+                cursor.pos = n
                 yield (
                     (n, None, "missing_field")
                     if text is None
@@ -158,13 +157,14 @@ def _read_parquet(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
         raise Unreadable(n + 1) from None
 
 
-def _read_hf(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
+def _read_hf(unit: Unit, spec: SourceSpec, cursor: Cursor) -> Iterator[Item]:
     ds = load_hf(spec)
     if unit.kind == "hf-shard":
         part = ds.shard(num_shards=ds.num_shards, index=unit.start)
     else:
         part = ds.select(range(unit.start, unit.stop))
     for n, row in enumerate(part, 1):
+        cursor.pos = n
         text = row.get(spec.text_field)
         if text is None:
             yield n, None, "missing_field"

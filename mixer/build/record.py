@@ -11,8 +11,8 @@ from pathlib import Path
 from rich.console import Console
 
 from mixer import __version__
-from mixer.artifacts.manifest import FORMAT, Manifest, SourceRecord, TokenizerRecord
-from mixer.build import reuse
+from mixer.artifacts.manifest import FORMAT, Inputs, Manifest, SourceRecord, TokenizerRecord
+from mixer.build import budgeted, reuse
 from mixer.build.tokenizer import TokenizerInfo
 from mixer.identity import sha256_file
 from mixer.recipe import Recipe
@@ -88,6 +88,12 @@ def report(
                     highlight=False,
                     soft_wrap=True,
                 )
+        if src.take is not None and decisions[name].linked is None:
+            from mixer.report.stats import taken_line  # the words `mixer stats` prints
+            from mixer.typed import to_json
+
+            line = taken_line(to_json(src.take))
+            console.print(f"{name}: {line}", highlight=False, soft_wrap=True)
     total = sum(s.train.blocks + s.val.blocks for s in manifest.sources.values())
     linked = [n for n, d in decisions.items() if d.linked is not None]
     notes = []
@@ -100,3 +106,21 @@ def report(
         f"built {len(manifest.sources)} sources, {total:,} blocks in {seconds:.1f}s{note}",
         highlight=False,
     )
+
+
+def source_record(recipe, spec, decision, built: dict, merge, ident) -> SourceRecord:
+    """A built source's record: ``built`` the merge's fields; a budgeted source lists the
+    files it read, unhashed (`mixer.build.budgeted`)."""
+    if spec.take is None:
+        inputs = Inputs(
+            units=merge.total,
+            hf=dict(spec.hf.__dict__) if spec.hf else None,
+            files=None if spec.hf else tuple(decision.inputs),
+        )
+        return SourceRecord(weight=spec.weight, key=decision.key, inputs=inputs, **built)
+    files = budgeted.read_files([u.path for u, _, _ in merge.accepted]) if spec.files else None
+    inputs = Inputs(
+        units=len(merge.accepted), hf=dict(spec.hf.__dict__) if spec.hf else None, files=files
+    )
+    key = budgeted.budget_key(recipe, spec, files or (), ident)
+    return SourceRecord(weight=spec.weight, key=key, inputs=inputs, **built)

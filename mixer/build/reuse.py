@@ -36,7 +36,7 @@ def stat_inputs(spec: SourceSpec, known: dict[str, InputFile]) -> list[InputFile
     for path in spec.files:
         st = os.stat(path)
         rec = known.get(path)
-        same = rec and rec.bytes == st.st_size and rec.mtime_ns == st.st_mtime_ns
+        same = rec and rec.sha256 and (rec.bytes, rec.mtime_ns) == (st.st_size, st.st_mtime_ns)
         sha = rec.sha256 if same else sha256_file(path)
         out.append(InputFile(path=path, bytes=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha))
     return out
@@ -54,8 +54,14 @@ def tokenizer_identity(recipe: Recipe) -> dict:
 
 
 def source_key(recipe: Recipe, spec: SourceSpec, inputs: list[InputFile], tok: dict) -> str:
+    return settings_key(recipe, spec, tok, inputs=[i.sha256 for i in inputs])
+
+
+def settings_key(recipe: Recipe, spec: SourceSpec, tok: dict, **inputs) -> str:
+    """A source's key: ``inputs`` (what identifies what it read) and every setting its blocks
+    depend on."""
     parts = {
-        "inputs": [i.sha256 for i in inputs],
+        **inputs,
         "hf": spec.hf.__dict__ if spec.hf else None,
         "reading": [spec.text_field, spec.encoding, spec.txt_mode, spec.max_document_bytes],
         "validation": spec.validation.__dict__,

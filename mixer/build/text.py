@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator
 
-from mixer.build.lines import CONTINUES, PIECE_CHARS, Item, check_text, read_lines
+from mixer.build.lines import CONTINUES, PIECE_CHARS, Cursor, Item, check_text, read_lines
 from mixer.build.units import Unit
 from mixer.recipe import SourceSpec
 
@@ -26,12 +26,13 @@ def split_text(text: str, size: int = PIECE_CHARS) -> list[str]:
     return pieces
 
 
-def read_txt(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
+def read_txt(unit: Unit, spec: SourceSpec, cursor: Cursor) -> Iterator[Item]:
     if spec.txt_mode == "file":
+        cursor.pos = unit.size  # one document: it ends where the file does
         yield from _read_whole_file(unit, spec.encoding)
         return
     if spec.txt_mode == "line":
-        for n, line in read_lines(unit, spec.max_document_bytes):
+        for n, line in read_lines(unit, spec.max_document_bytes, cursor):
             if line is None:
                 yield n, None, "too_long"
                 continue
@@ -40,7 +41,7 @@ def read_txt(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
             except UnicodeDecodeError:
                 yield n, None, "undecodable"
         return
-    yield from _paragraphs(unit, spec)
+    yield from _paragraphs(unit, spec, cursor)
 
 
 def _read_whole_file(unit: Unit, encoding: str) -> Iterator[Item]:
@@ -74,12 +75,12 @@ def _read_whole_file(unit: Unit, encoding: str) -> Iterator[Item]:
         yield 1, text, None
 
 
-def _paragraphs(unit: Unit, spec: SourceSpec) -> Iterator[Item]:
+def _paragraphs(unit: Unit, spec: SourceSpec, cursor: Cursor) -> Iterator[Item]:
     """Blank-line separated paragraphs, each one document with its lines joined by newlines;
     a paragraph longer than max_document_bytes is skipped (too_long)."""
     lines: list[str] = []
     first, bad, size = 0, None, 0
-    for n, raw in read_lines(unit, spec.max_document_bytes):
+    for n, raw in read_lines(unit, spec.max_document_bytes, cursor):
         if raw is not None and not raw.strip():  # a blank line ends the paragraph
             if bad is not None or lines:
                 yield (first, None, bad) if bad else (first, *check_text("\n".join(lines)))

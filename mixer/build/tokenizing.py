@@ -1,6 +1,6 @@
-"""The tokenizing phase: every unit not finished by an earlier run goes to the executor, and
-each unit's result is handed on (to the merge) in unit order as soon as it and those before it
-are in.
+"""The tokenizing phase: every unit not finished by an earlier run goes to the executor (in the
+order and as far as `mixer.build.schedule` says), and each unit's result is handed on (to the
+merge) in unit order as soon as it and those before it are in.
 
 The encoder check (tiktoken against `tokenizers` on sample documents, `mixer.build.tiktoken_fast`)
 and, for a tiktoken file, the building of its tokenizer.json take about 1.5 s for Qwen's
@@ -17,10 +17,19 @@ from collections.abc import Callable
 import numpy as np
 
 from mixer.build import tiktoken_fast as backend
+from mixer.build.budget import Meter
 from mixer.build.executors import LocalExecutor, RayExecutor
 from mixer.build.progress import BuildProgress
+from mixer.build.schedule import Schedule
+from mixer.build.spill import (
+    DOC_DTYPE,
+    UnitResult,
+    load_record,
+    record_path,
+    save_record,
+    unit_paths,
+)
 from mixer.build.tokenizer import BuildTokenizer
-from mixer.build.worker import UnitResult, load_record, record_path, save_record, unit_key
 from mixer.errors import TokenizerError
 from mixer.recipe import Recipe
 
@@ -52,72 +61,82 @@ def tokenize(
     work,
     recipe: Recipe,
     tok: BuildTokenizer,
-    units: dict,
-    hashes: dict[str, str],
+    schedule: Schedule,
+    samples: dict[str, list],
+    key: Callable,
     *,
     workers: int,
-    strict: bool,
     bar: BuildProgress,
     encoder: str,
     engine: tuple[str, str | None],
     run: Callable,
     setup: Callable,
     make_task: Callable,
-    finished: Callable[[UnitResult], None],
-) -> tuple[int, int]:
-    """Run the units; (units reused from an earlier run, units in all). ``setup(ids, spec)``
-    gives a worker's setup (spec None: `tokenizers`), ``make_task(spec, unit)`` a task, ``run``
-    runs one in a worker."""
-    order = [(s, u) for s in recipe.sources for u in units.get(s.name, [])]
-    if not order:
-        return 0, 0
+) -> None:
+    """Run the schedule's units (``schedule.built`` then holds every source's merge).
+    ``samples``: each source's first units, for the encoder check; ``key(spec, unit)`` a
+    unit's completion-record key; ``setup(ids, spec)`` gives a worker's setup (spec None:
+    `tokenizers`), ``make_task(spec, unit)`` a task, ``run`` runs one in a worker."""
+    if not schedule.sources:
+        return
     fast, how = backend.fast_encoder(tok, encoder)
-    keys = None
-    if any(record_path(work, u).exists() for _, u in order):  # a rerun: which units are done?
-        keys = _keys(order, tok, strict, hashes)
-    done: dict[tuple[str, int], UnitResult] = {}
-    tasks = []
-    for s, u in order:
-        r = load_record(work, u, keys[u.source, u.index]) if keys else None
-        if r is None:
-            tasks.append(make_task(s, u))
-        else:
-            done[u.source, u.index] = r
-            bar.update("unit", u.source, u.index, r.documents, r.tokens, r.bytes)
+    itemsize = np.dtype(tok.ids.dtype).itemsize
     attempts = [fast.spec, None] if fast is not None else [None]
     with bar:
         for spec in attempts:
             gate = _Gate(bar)
             executor = _executor(engine, workers, setup(tok.ids, spec), gate)
             with executor as ex:
-                fresh = ex.map(run, tasks)  # the workers start at once
+                fresh = ex.map(run, schedule.feed(make_task))  # the workers start at once
                 if spec is not None:
-                    ok, how = backend.verify(tok.info, fast, backend.sample_texts(recipe, units))
+                    ok, how = backend.verify(tok.info, fast, backend.sample_texts(recipe, samples))
                     if not ok:
                         if encoder == "tiktoken":
                             raise TokenizerError(f"--encoder tiktoken: cannot be used: {how}")
                         bar.note(how)
                         how = ""
+                        schedule.restart()
                         continue  # leaving `with` stops the workers
                 if how:
                     bar.note(how)
                 gate.release()
-                keys = keys or _keys(order, tok, strict, hashes)
-                itemsize = np.dtype(tok.ids.dtype).itemsize
-                for _, u in order:
-                    r = done.get((u.source, u.index))
-                    if r is None:
-                        r = next(fresh)
-                        save_record(work, u, keys[u.source, u.index], r, itemsize)
-                        if engine[0] == "ray":  # Ray tasks report when they are done
-                            bar.update("unit", r.source, r.index, r.documents, r.tokens, r.bytes)
-                    finished(r)
-                return len(done), len(order)
+                for r in fresh:
+                    s, u = schedule.inflight[0]
+                    save_record(work, u, key(s, u), r, itemsize)
+                    if engine[0] == "ray":  # Ray tasks report when they are done
+                        bar.update("unit", r.source, r.index, r.documents, r.tokens, r.bytes)
+                    schedule.result(r)
+                return
     raise AssertionError("unreachable: the last attempt uses tokenizers")
 
 
-def _keys(order, tok: BuildTokenizer, strict: bool, hashes: dict[str, str]) -> dict:
-    return {(u.source, u.index): unit_key(u, s, tok.info, strict, hashes) for s, u in order}
+def reused_loader(work, key: Callable, limits: dict, bar: BuildProgress) -> Callable:
+    """``load(spec, unit)``: the unit's result from an earlier run's completion record, shown
+    on the progress bar, or None. ``limits``: per budgeted source, (measure, amount)."""
+
+    def load(spec, unit) -> UnitResult | None:
+        if not record_path(work, unit).exists():
+            return None
+        limit = limits.get(spec.name)
+        r = load_record(work, unit, key(spec, unit), limit and limit[1])
+        other = r is not None and limit is not None and r.limit != limit[1]
+        if other and not _would_not_stop(work, unit, spec, limit):
+            return None  # read whole under a larger budget: this one would stop it early
+        if r is not None:
+            bar.update("unit", unit.source, unit.index, r.documents, r.tokens, r.bytes)
+        return r
+
+    return load
+
+
+def _would_not_stop(work, unit, spec, limit: tuple[str, float]) -> bool:
+    """A unit read whole under another budget is what this one would read (the same bytes,
+    skips included) only if the unit alone stays below this budget's limit."""
+    _, doc_path = unit_paths(work, unit)
+    rec = np.fromfile(doc_path, DOC_DTYPE)
+    meter = Meter(limit[0], spec.validation)
+    meter.add(rec["hash"], rec["length"])
+    return meter.value < limit[1]
 
 
 def _executor(engine: tuple[str, str | None], workers: int, setup, gate: _Gate):

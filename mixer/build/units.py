@@ -7,6 +7,9 @@ never on the number of workers, so any executor produces the same documents in t
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +30,43 @@ class Unit:
     kind: str  # "file", "range", "rowgroup", "hf-shard", "hf-rows"
     path: str = ""  # the file, or the dataset's path for hf units
     start: int = 0  # byte offset, row group, shard index or first row
-    stop: int = -1  # byte or row end (exclusive); -1: to the end
+    stop: int = -1  # byte or row end (exclusive; a row group's rows); -1: to the end
     size: int = 0  # bytes (files) or rows (hf) this unit covers, for progress
+
+    def stopped_at(self, end: int) -> str:
+        """Where a document ends, from its ``end`` position (`mixer.build.spill`): a byte of a
+        file (of the compressed file for .gz/.zst), a row of a row group or of a dataset."""
+        if self.kind in ("file", "range"):
+            return f"{self.path} byte {end:,}"
+        return self._row(end)
+
+    @property
+    def whole_bytes(self) -> int | None:
+        """Input bytes of the whole unit (None for datasets)."""
+        return None if self.kind.startswith("hf") else self.size
+
+    def bytes_to(self, end: int) -> int | None:
+        """Input bytes of this unit read up to position ``end`` (rows: the row group's share;
+        None for datasets, whose bytes are not seen)."""
+        if self.kind in ("file", "range"):
+            return end - self.start
+        if self.kind == "rowgroup":
+            return self.size * end // max(self.stop, 1)
+        return None
 
     def locate(self, where: int) -> str:
         """A human location for the ``where`` a reader yielded."""
         if self.kind in ("file", "range"):
             return f"{self.path}:{where + self._lines_before()}"
+        return self._row(where)
+
+    def _row(self, n: int) -> str:
+        """Row ``n`` (from 1) of a row group, a dataset shard or a dataset's row range."""
         if self.kind == "rowgroup":
-            return f"{self.path} row group {self.start} row {where}"
+            return f"{self.path} row group {self.start} row {n:,}"
         if self.kind == "hf-shard":
-            return f"hf:{self.path} shard {self.start} row {where}"
-        return f"hf:{self.path} row {self.start + where}"
+            return f"hf:{self.path} shard {self.start} row {n:,}"
+        return f"hf:{self.path} row {self.start + n:,}"
 
     def _lines_before(self) -> int:
         """Lines of the file before this unit's first line (only computed for reports)."""
@@ -58,54 +86,53 @@ class Unit:
 
 def plan_units(spec: SourceSpec) -> list[Unit]:
     """The source's work units in reading order."""
+    return list(iter_units(spec))
+
+
+def iter_units(spec: SourceSpec) -> Iterator[Unit]:
+    """The source's work units in reading order, planned one file at a time: a source with
+    ``take`` stats and opens only the files it reaches."""
     if spec.hf is not None:
-        return _hf_units(spec)
-    units: list[Unit] = []
+        yield from _hf_units(spec)
+        return
+    index = 0
     for path in spec.files:
-        kind = file_kind(path)
-        size = Path(path).stat().st_size
-        splittable = kind == ".jsonl" or (kind == ".txt" and spec.txt_mode == "line")
-        if kind == ".parquet":
-            groups = _row_groups(path)
-            if groups:
-                units += [
-                    Unit(
-                        source=spec.name,
-                        index=0,
-                        kind="rowgroup",
-                        path=path,
-                        start=g,
-                        size=size // groups,
-                    )
-                    for g in range(groups)
-                ]
-                continue
-        if splittable and size > RANGE_BYTES:
-            units += [
-                Unit(
-                    source=spec.name,
-                    index=0,
-                    kind="range",
-                    path=path,
-                    start=a,
-                    stop=min(a + RANGE_BYTES, size),
-                    size=min(RANGE_BYTES, size - a),
-                )
-                for a in range(0, size, RANGE_BYTES)
-            ]
-        else:
-            units.append(Unit(source=spec.name, index=0, kind="file", path=path, size=size))
-    return [Unit(**{**u.__dict__, "index": i}) for i, u in enumerate(units)]
+        for u in _file_units(spec, path):
+            yield dataclasses.replace(u, index=index)
+            index += 1
 
 
-def _row_groups(path: str) -> int:
-    """Row groups of a parquet file; 0 if its footer cannot be read (the reader reports it)."""
+def _file_units(spec: SourceSpec, path: str) -> list[Unit]:
+    kind = file_kind(path)
+    size = Path(path).stat().st_size
+    splittable = kind == ".jsonl" or (kind == ".txt" and spec.txt_mode == "line")
+    unit = functools.partial(Unit, source=spec.name, index=0, path=path)
+    if kind == ".parquet" and (rows := _row_groups(path)):
+        size_each = size // len(rows)
+        return [unit(kind="rowgroup", start=g, stop=n, size=size_each) for g, n in enumerate(rows)]
+    if splittable and size > RANGE_BYTES:
+        return [
+            unit(
+                kind="range",
+                start=a,
+                stop=min(a + RANGE_BYTES, size),
+                size=min(RANGE_BYTES, size - a),
+            )
+            for a in range(0, size, RANGE_BYTES)
+        ]
+    return [unit(kind="file", size=size)]
+
+
+def _row_groups(path: str) -> list[int]:
+    """Rows of each row group of a parquet file; [] if its footer cannot be read (the reader
+    reports it)."""
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(path).num_row_groups
+        meta = pq.ParquetFile(path).metadata
+        return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
     except Exception:  # noqa: BLE001 (pyarrow raises several types for a broken file)
-        return 0
+        return []
 
 
 def load_hf(spec: SourceSpec):

@@ -1,119 +1,34 @@
-"""One work unit, inside a build worker: documents -> token ids -> the unit's spill files.
+"""One work unit, inside a build worker: documents -> token ids -> the unit's spill files
+(`mixer.build.spill`), appended batch by batch: a worker holds one batch (at most
+``BATCH_CHARS`` characters) at a time, whatever the size of the unit.
 
-A unit writes ``NNNNNN.tokens`` (its documents' ids, BOS/EOS included, concatenated) and
-``NNNNNN.docs`` (per document: the uint64 hash that decides the validation split, and its
-length) into the build's temporary folder, appending batch by batch: a worker holds one batch
-(at most ``BATCH_CHARS`` characters) at a time, whatever the size of the unit.
+With a ``take`` budget the worker may stop before the unit's end: once what the unit alone
+contributes reaches the whole budget (`mixer.build.budget.Meter`, a lower bound), no document
+after it can be taken. The limit is the budget itself, not what is still missing when the unit
+starts, so a unit's output never depends on timing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mixer.artifacts.manifest import BLOCKS_FORMAT
-from mixer.build.lines import CONTINUES, PIECE_CHARS
+from mixer.build.budget import Meter
+from mixer.build.lines import CONTINUES, PIECE_CHARS, Cursor
 from mixer.build.readers import REASONS, read_unit
+from mixer.build.spill import DOC_DTYPE, UnitResult, doc_hash, hash_digest, text_hashes, unit_paths
 from mixer.build.text import split_text
-from mixer.build.tokenizer import Encoder, TokenizerInfo
+from mixer.build.tokenizer import Encoder
 from mixer.build.units import Unit
 from mixer.errors import InputError
-from mixer.identity import digest
 from mixer.recipe import SourceSpec
 
 BATCH_CHARS = 1 << 20  # characters of text per encode_batch call (its memory: ~40 bytes a token)
 BATCH_DOCS = 4096
 MAX_EXAMPLES = 5  # skip locations kept per unit (and printed per source)
-DOC_DTYPE = np.dtype([("hash", "<u8"), ("length", "<u8")])
-
-
-@dataclass(kw_only=True)
-class UnitResult:
-    source: str
-    index: int
-    documents: int = 0
-    tokens: int = 0
-    bytes: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    examples: list[tuple[str, str]] = field(default_factory=list)  # (reason, location)
-    smallest: np.ndarray | None = None  # the unit's smallest doc hashes (validation `docs: N`)
-
-    def to_json(self) -> dict:
-        d = dict(self.__dict__)
-        d["skipped"] = dict(self.skipped)
-        d["smallest"] = None if self.smallest is None else self.smallest.tolist()
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> UnitResult:
-        d = dict(d)
-        d["skipped"] = Counter(d["skipped"])
-        d["examples"] = [tuple(e) for e in d["examples"]]
-        d["smallest"] = None if d["smallest"] is None else np.array(d["smallest"], np.uint64)
-        return cls(**d)
-
-
-def unit_paths(work_dir: Path, unit: Unit) -> tuple[Path, Path]:
-    base = work_dir / "units" / unit.source / f"{unit.index:06d}"
-    return base.with_suffix(".tokens"), base.with_suffix(".docs")
-
-
-def record_path(work_dir: Path, unit: Unit) -> Path:
-    return work_dir / "units" / unit.source / f"{unit.index:06d}.done"
-
-
-def load_record(work_dir: Path, unit: Unit, key: str) -> UnitResult | None:
-    """The result of a unit finished by an earlier (interrupted) run with the same key."""
-    try:
-        rec = json.loads(record_path(work_dir, unit).read_text())
-    except (OSError, ValueError):
-        return None
-    tok_path, doc_path = unit_paths(work_dir, unit)
-    if rec.get("key") != key or not tok_path.exists() or not doc_path.exists():
-        return None
-    result = UnitResult.from_json(rec["result"])
-    itemsize = rec["itemsize"]
-    if (
-        tok_path.stat().st_size != result.tokens * itemsize
-        or doc_path.stat().st_size != result.documents * DOC_DTYPE.itemsize
-    ):
-        return None
-    return result
-
-
-def save_record(work_dir: Path, unit: Unit, key: str, result: UnitResult, itemsize: int) -> None:
-    """Completion record, written last: its presence means the spill files are whole. Written by
-    the process that collects results (not the worker), so a worker never waits on a disk
-    flush between units."""
-    for p in unit_paths(work_dir, unit):
-        fd = os.open(p, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    path = record_path(work_dir, unit)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "itemsize": itemsize, "result": result.to_json()}))
-    os.replace(tmp, path)
-
-
-def doc_hash(text: str) -> int:
-    """Stable 64-bit hash of a document's text: decides its split on any machine, in any order."""
-    return _digest(hashlib.blake2b(text.encode("utf-8"), digest_size=8))
-
-
-def _digest(h) -> int:
-    return int.from_bytes(h.digest(), "little")
-
-
-def _hashes(texts: list[str]) -> np.ndarray:
-    """:func:`doc_hash` of many texts at once, as uint64."""
-    digests = b"".join(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest() for t in texts)
-    return np.frombuffer(digests, "<u8")
 
 
 def run_unit(
@@ -125,12 +40,16 @@ def run_unit(
     strict: bool,
     keep_smallest: int,
     progress=None,
+    limit: tuple[str, float] | None = None,
 ) -> UnitResult:
     """Read, tokenize and spill one unit; ``progress(*event)`` per batch and at the end. The
-    caller writes the completion record (:func:`save_record`) once it has the result."""
+    caller writes the completion record (`mixer.build.spill.save_record`) once it has the
+    result. ``limit``: (measure, amount) of a ``take`` budget that ends the unit early."""
     w = _UnitWriter(unit, spec, encoder, work_dir, strict, keep_smallest, progress)
+    if limit is not None:
+        w.meter, w.limit = Meter(limit[0], spec.validation), limit[1]
     with w.tok_file, w.doc_file:
-        for where, text, reason in read_unit(unit, spec):
+        for where, text, reason in read_unit(unit, spec, w.cursor):
             if reason is None and w.open_doc is None and len(text) <= PIECE_CHARS:
                 w.add(text, where)  # a whole document: the common case
             elif reason == CONTINUES:
@@ -142,12 +61,16 @@ def run_unit(
                     w.piece(text, where, last=True)
             else:
                 w.skip(reason, where)
+            if w.stopped:
+                break
+        early = w.stopped  # (the last flush may reach the limit at the unit's end: complete)
         w.flush()
     res = w.res
-    res.bytes = unit.size
+    res.complete, res.limit = not early, None if limit is None else limit[1]
+    res.bytes = unit.size if res.complete else unit.bytes_to(w.cursor.pos) or 0
     res.smallest = w.smallest if keep_smallest else None
     if progress:
-        progress("unit", unit.source, unit.index, res.documents, res.tokens, unit.size)
+        progress("unit", unit.source, unit.index, res.documents, res.tokens, res.bytes)
     return res
 
 
@@ -171,7 +94,11 @@ class _UnitWriter:
 
     def __init__(self, unit, spec, encoder, work_dir, strict, keep_smallest, progress):
         self.unit, self.encoder, self.strict, self.progress = unit, encoder, strict, progress
-        self.keep_smallest, self.hashing = keep_smallest, spec.validation.active
+        self.keep_smallest = keep_smallest
+        self.hashing = spec.validation.active or spec.take is not None
+        self.cursor = Cursor()
+        self.meter: Meter | None = None
+        self.limit, self.stopped = 0.0, False
         self.res = UnitResult(source=unit.source, index=unit.index)
         self.tok_path, self.doc_path = unit_paths(work_dir, unit)
         self.tok_path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +107,7 @@ class _UnitWriter:
         self.smallest = np.empty(0, np.uint64)
         self.texts: list[str] = []
         self.wheres: list[int] = []
+        self.ends: list[int] = []  # where the reader was after each text
         self.parts: dict[int, tuple[bool, bool, _Doc]] = {}  # batch index -> a piece's place
         self.chars = 0
         self.spilled = 0  # tokens in the spill file
@@ -216,6 +144,7 @@ class _UnitWriter:
         """A whole document (no document is open)."""
         self.texts.append(text)
         self.wheres.append(where)
+        self.ends.append(self.cursor.pos)
         self.chars += len(text)
         if self.chars >= BATCH_CHARS or len(self.texts) >= BATCH_DOCS:
             self.flush()
@@ -240,6 +169,7 @@ class _UnitWriter:
         self.parts = {int(index[i]): part for i, part in self.parts.items() if keep[i]}
         self.texts = [t for t, k in zip(self.texts, keep, strict=True) if k]
         self.wheres = [w for w, k in zip(self.wheres, keep, strict=True) if k]
+        self.ends = [e for e, k in zip(self.ends, keep, strict=True) if k]
         self.chars = sum(map(len, self.texts))
 
     def _drop(self, doc: _Doc) -> None:
@@ -273,8 +203,8 @@ class _UnitWriter:
             rec = self._records(lengths)
         else:  # whole documents only
             rec = np.empty(len(lengths), DOC_DTYPE)
-            rec["length"] = lengths
-            rec["hash"] = _hashes(self.texts) if self.hashing else 0
+            rec["length"], rec["end"] = lengths, self.ends
+            rec["hash"] = text_hashes(self.texts) if self.hashing else 0
         self.spilled += ids.size
         self.res.tokens += int(ids.size)
         self.doc_file.write(rec)
@@ -284,12 +214,15 @@ class _UnitWriter:
         self.res.documents += len(rec)
         if self.progress:
             self.progress("batch", self.unit.source, len(rec), int(ids.size))
-        self.texts, self.wheres, self.parts, self.chars = [], [], {}, 0
+        self.texts, self.wheres, self.ends, self.parts, self.chars = [], [], [], {}, 0
+        if self.meter is not None:
+            self.meter.add(rec["hash"], rec["length"])
+            self.stopped = self.open_doc is None and self.meter.value >= self.limit
 
     def _records(self, lengths: np.ndarray) -> np.ndarray:
         """Document records of a batch holding pieces or empty documents, item by item."""
         offsets = (self.spilled + np.cumsum(lengths) - lengths).tolist()
-        docs, hashes = [], []
+        docs, hashes, ends = [], [], []
         for i, (text, n) in enumerate(zip(self.texts, lengths.tolist(), strict=True)):
             part = self.parts.get(i)
             if part is None:  # a whole document
@@ -298,6 +231,7 @@ class _UnitWriter:
                     continue
                 docs.append(n)
                 hashes.append(doc_hash(text) if self.hashing else 0)
+                ends.append(self.ends[i])
                 continue
             f, la, doc = part
             if f:
@@ -305,9 +239,10 @@ class _UnitWriter:
             doc.length += n
             if la:
                 docs.append(doc.length)
-                hashes.append(_digest(doc.hash) if self.hashing else 0)
+                hashes.append(hash_digest(doc.hash) if self.hashing else 0)
+                ends.append(self.ends[i])
         rec = np.empty(len(docs), DOC_DTYPE)
-        rec["length"], rec["hash"] = docs, hashes
+        rec["length"], rec["hash"], rec["end"] = docs, hashes, ends
         return rec
 
     def _drop_invalid_unicode(self) -> None:
@@ -324,20 +259,3 @@ class _UnitWriter:
         self._keep(keep)
         for doc in bad_docs:  # a document with a bad piece goes whole
             self._drop(doc)
-
-
-def unit_key(
-    unit: Unit, spec: SourceSpec, tok: TokenizerInfo, strict: bool, hashes: dict[str, str]
-) -> str:
-    """What a unit's output depends on: reuse a finished unit only if all of it is unchanged."""
-    parts = {
-        "unit": unit.__dict__,
-        "input": hashes.get(unit.path),
-        "hf": spec.hf.__dict__ if spec.hf else None,
-        "reading": [spec.text_field, spec.encoding, spec.txt_mode, spec.max_document_bytes],
-        "validation": [bool(spec.validation.active), spec.validation.docs or 0],
-        "tokenizer": [tok.fingerprint, tok.bos_id, tok.eos_id, tok.dtype],
-        "strict": strict,
-        "blocks_format": BLOCKS_FORMAT,
-    }
-    return digest(parts)

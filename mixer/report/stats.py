@@ -11,6 +11,7 @@ from rich.table import Table
 from mixer.artifacts.manifest import Manifest
 from mixer.errors import UsageError
 from mixer.plan import Plan
+from mixer.typed import to_json
 
 REPEAT_WARNING = 4  # epochs beyond which repeating a source is risky
 _SPLIT_KEYS = ("documents", "tokens", "blocks", "dropped_tokens", "padding_tokens")
@@ -23,13 +24,14 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> d
     "manifest", "plan", "sources": {NAME: {"weight", "documents", "tokens", "blocks",
     "dropped_tokens", "padding_tokens", "skipped", "samples", "samples_share", "tokens_share",
     "epochs", "passes", "val": {"documents", "tokens", "blocks", "dropped_tokens",
-    "padding_tokens"}}}, "phases": [{"index", "name", "until", "start", "end", "samples",
+    "padding_tokens"}, "take"}}, "phases": [{"index", "name", "until", "start", "end", "samples",
     "sources": {NAME: {"weight", "samples", "share", "epochs"}}}], "warnings": [str], and with
     at_sample: "at_sample", "at_phase", "consumed": {NAME: {"samples", "tokens"}}}.
 
     A plan without phases has one phase spanning it. A phase's ``share`` is of the phase's
     samples; its ``epochs`` are the source's passes at the end of the phase, counted from the
     start of the plan. With phases, a source's ``weight`` is null (the phases hold them).
+    ``take`` is null, or the manifest's record of what a source with ``take:`` took.
     """
     served = plan.counts_at(plan.total)
     total_tokens = sum(c["tokens"] for c in served.values())
@@ -47,6 +49,7 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> d
             "epochs": round(sp.epochs, 6),
             "passes": sp.passes,
             "val": {k: getattr(src.val, k) for k in _SPLIT_KEYS},
+            "take": None if src.take is None else to_json(src.take),
         }
     tok = manifest.tokenizer
     out = {
@@ -218,6 +221,8 @@ def render_table(summary: dict, console: Console) -> None:
     if len(summary["phases"]) > 1:
         console.print(phase_table(summary))
     for name, s in summary["sources"].items():
+        if s["take"] is not None:
+            console.print(f"{name}: {taken_line(s['take'])}", highlight=False, soft_wrap=True)
         if s["skipped"]:
             counts = ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items())
             console.print(f"{name}: skipped {counts}", highlight=False)
@@ -234,6 +239,32 @@ def render_table(summary: dict, console: Console) -> None:
         console.print(f"consumed by sample {n:,}{where}: " + "; ".join(parts), highlight=False)
     for w in summary["warnings"]:
         console.print(f"[yellow]warning[/]: {w}", highlight=False)
+
+
+def taken_line(t: dict) -> str:
+    """What a budgeted source took: "taken 28,222 tokens, 407 documents of the source (take:
+    auto: 26,112 train tokens for 400 samples at max_epochs 1 and 8 blocks of margin; read
+    49,812 bytes; stopped at web.jsonl.gz byte 49,812)"."""
+    b = t["budget"]
+    why = "take: " + (b if isinstance(b, str) else ", ".join(f"{k} {v:,}" for k, v in b.items()))
+    if (need := t.get("need")) is not None:
+        why += (
+            f": {need['train_tokens']:,} train tokens for {need['samples']:,} samples at"
+            f" max_epochs {need['max_epochs']:g} and {_blocks(need['margin_blocks'])} of margin"
+        )
+    if t.get("bytes_read") is not None:
+        why += f"; read {t['bytes_read']:,} bytes"
+    if t["exhausted"]:
+        why += "; the source ran out before the budget was met"
+    elif t.get("stopped") is None:
+        why += "; read to its end"
+    else:
+        why += f"; stopped at {t['stopped']}"
+    return f"taken {t['tokens']:,} tokens, {t['documents']:,} documents of the source ({why})"
+
+
+def _blocks(n: int) -> str:
+    return f"{n:,} block{'s' * (n != 1)}"
 
 
 def _label(phase: dict) -> str:
