@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mixer._yaml import Keys
+from mixer._yaml import Keys, given
 from mixer.errors import RecipeError
 
 SHUFFLES = ("blocks", "shards", "none")
@@ -70,13 +70,14 @@ def parse_mixture(k: Keys) -> MixtureSpec:
     window = k.int("window", minimum=1)
     phases = _phases(k) if "phases" in k.data else None
     k.finish()
-    given = {"shuffle": shuffle, "window": window}  # the rest: MixtureSpec's defaults
-    return MixtureSpec(
+    return given(
+        MixtureSpec,
         samples=samples,
         tokens=tokens,
         max_epochs=max_epochs,
         phases=phases,
-        **{k: v for k, v in given.items() if v is not None},
+        shuffle=shuffle,
+        window=window,
     )
 
 

@@ -8,6 +8,7 @@ recipe grammar is a few dozen keys.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import re
@@ -122,6 +123,17 @@ class Keys:
         if not 1 << 10 <= n < 1 << 32:
             raise self.error(f"must be between 1KiB and 4GiB, got {value!r}", key=key)
         return n
+
+
+def given(cls, **values):
+    """``cls`` from the values the recipe gave (None: not given): a field not given takes the
+    dataclass's default, so each default is written once, on the dataclass."""
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    return cls(**{k: v for k, v in values.items() if v is not None or k in required})
 
 
 def parse_size(value: Any) -> int | None:

@@ -8,33 +8,26 @@ keys. Relative paths resolve against the recipe's folder. Every mistake raises
 from __future__ import annotations
 
 import codecs
-import dataclasses
-import glob
 import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mixer._inputs import FILE_KINDS as FILE_KINDS  # re-exported
+from mixer._inputs import HFSpec, parse_files, parse_hf
+from mixer._inputs import file_kind as file_kind  # re-exported
 from mixer._mixture import MixtureSpec, check_weights, parse_mixture, positive
 from mixer._mixture import PhaseSpec as PhaseSpec  # re-exported: the recipe's records live here
 from mixer._take import TakeSpec, check_take, parse_take
-from mixer._yaml import Keys, load_yaml
+from mixer._yaml import Keys, given, load_yaml
 from mixer.errors import RecipeError
 
-#: File types a source may list, longest suffix first.
-FILE_KINDS = (".jsonl.gz", ".jsonl.zst", ".jsonl", ".json", ".parquet", ".txt")
 TXT_MODES = ("file", "line", "paragraph")
 TIKTOKEN_PATTERNS = ("llama3", "qwen")
 DEFAULT_SHARD_SIZE = 1 << 26  # 64 MiB of uncompressed blocks per MDS shard
 DEFAULT_MAX_DOCUMENT = 1 << 26  # a longer JSON record or text line is skipped (too_long)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def file_kind(path: str | os.PathLike) -> str | None:
-    """The input type of ``path`` by its suffix (``".jsonl.zst"``...), or None if unsupported."""
-    name = os.fspath(path).lower()
-    return next((k for k in FILE_KINDS if name.endswith(k)), None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,16 +40,6 @@ class TokenizerSpec:
     eos: bool = True
     bos_token: str | None = None
     eos_token: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class HFSpec:
-    path: str  # a hub name, a builder name ("json", "parquet") or a resolved local folder
-    name: str | None = None
-    split: str = "train"
-    data_files: Any = None  # str | list[str] | dict[str, str | list[str]], paths resolved
-    revision: str | None = None
-    streaming: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,7 +147,7 @@ def parse_recipe(
     check_weights(mixture, sources, origin)
     check_take(sources, mixture, origin)
     top.finish()
-    return _given(
+    return given(
         Recipe,
         name=name,
         seq_len=seq_len,
@@ -178,17 +161,6 @@ def parse_recipe(
         output=out,
         path=origin,
     )
-
-
-def _given(cls, **values):
-    """``cls`` from the values the recipe gave (None: not given): a field not given takes the
-    dataclass's default, so each default is written once, on the dataclass."""
-    required = {
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
-    return cls(**{k: v for k, v in values.items() if v is not None or k in required})
 
 
 def _check_encoding(k: Keys, encoding: str) -> None:
@@ -206,11 +178,11 @@ def _check_encoding(k: Keys, encoding: str) -> None:
 
 
 def _tokenizer(k: Keys, base: Path) -> TokenizerSpec:
-    given = [key for key in ("path", "hf", "tiktoken") if key in k.data]
-    if len(given) != 1:
-        found = f"got {', '.join(given)}" if given else "got none"
+    kinds = [key for key in ("path", "hf", "tiktoken") if key in k.data]
+    if len(kinds) != 1:
+        found = f"got {', '.join(kinds)}" if kinds else "got none"
         raise k.error("exactly one of path, hf or tiktoken is needed", f"({found})")
-    kind = given[0]
+    kind = kinds[0]
     value = k.str(kind, required=True)
     location = value if kind == "hf" else str(_existing_file(k, kind, value, base))
     pattern = k.str("pattern") if kind == "tiktoken" else None
@@ -218,7 +190,7 @@ def _tokenizer(k: Keys, base: Path) -> TokenizerSpec:
         raise k.error(
             "tiktoken needs `pattern:`", f"({', '.join(TIKTOKEN_PATTERNS)} or a literal regex)"
         )
-    spec = _given(
+    spec = given(
         TokenizerSpec,
         kind=kind,
         location=location,
@@ -272,7 +244,7 @@ def _source(
         _check_encoding(k, encoding)
     val = _validation(k.mapping("validation")) if "validation" in k.data else default_val
     max_doc = k.size("max_document_bytes", max_doc)
-    spec = _given(
+    spec = given(
         SourceSpec,
         name=name,
         weight=weight,
@@ -281,8 +253,8 @@ def _source(
         txt_mode=txt_mode,
         validation=val,
         max_document_bytes=max_doc,
-        files=_files(k, base) if has_files else (),
-        hf=_hf(k.mapping("hf"), base) if has_hf else None,
+        files=parse_files(k, base) if has_files else (),
+        hf=parse_hf(k.mapping("hf"), base) if has_hf else None,
         reuse=str((base / k.str("from")).resolve()) if has_from else None,
         reuse_source=k.str("source"),
         max_epochs=positive(k, "max_epochs"),
@@ -290,76 +262,3 @@ def _source(
     )
     k.finish()
     return spec
-
-
-def _files(k: Keys, base: Path) -> tuple[str, ...]:
-    raw = k.data["files"]
-    patterns = [raw] if isinstance(raw, str) else raw
-    if (
-        not isinstance(patterns, list)
-        or not patterns
-        or not all(isinstance(p, str) for p in patterns)
-    ):
-        raise k.error("files: must be a glob or a non-empty list of paths/globs", key="files")
-    k.used("files")
-    files: list[str] = []
-    for pattern in patterns:
-        full = str(base / pattern)
-        if glob.has_magic(pattern):
-            matches = sorted(m for m in glob.glob(full, recursive=True) if os.path.isfile(m))
-        else:
-            matches = [full] if os.path.isfile(full) else []
-        if not matches:
-            raise RecipeError(
-                f"{k.origin}: {k.path('files')}: no file matches {pattern!r} (in {base})"
-            )
-        for m in matches:
-            if file_kind(m) is None:
-                raise RecipeError(
-                    f"{k.origin}: {k.path('files')}: {m}: unsupported file type"
-                    f" (supported: {', '.join(FILE_KINDS)})"
-                )
-            files.append(str(Path(m).resolve()))
-    return tuple(files)
-
-
-def _hf(k: Keys, base: Path) -> HFSpec:
-    path = k.str("path", required=True)
-    local = base / path
-    if local.exists():  # a local dataset folder or script; else a hub or builder name
-        path = str(local.resolve())
-    data_files = k.data.get("data_files")
-    k.used("data_files")
-    spec = _given(
-        HFSpec,
-        path=path,
-        name=k.str("name"),
-        split=k.str("split"),
-        data_files=_resolve_data_files(k, data_files, base),
-        revision=k.str("revision"),
-        streaming=k.bool("streaming"),
-    )
-    k.finish()
-    return spec
-
-
-def _resolve_data_files(k: Keys, value: Any, base: Path) -> Any:
-    def one(p: Any) -> str:
-        if not isinstance(p, str):
-            raise k.error(
-                "data_files: must be a path, a list of paths or a split mapping", key="data_files"
-            )
-        return p if "://" in p else str(base / p)
-
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return one(value)
-    if isinstance(value, list):
-        return [one(p) for p in value]
-    if isinstance(value, dict):
-        return {
-            str(s): ([one(p) for p in v] if isinstance(v, list) else one(v))
-            for s, v in value.items()
-        }
-    return one(value)
