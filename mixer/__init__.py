@@ -4,10 +4,12 @@ The flow, and where each step lives::
 
     recipe.yaml -> Recipe -> work units -> documents -> token ids -> blocks -> MDS shards
                    recipe   build.units    build.readers build.worker build.pack build.merge
-                                           build.text    build.tokenizer          artifacts.shards
-                                                         build.tiktoken_fast
+                   _mixture build.budget   build.text    build.spill              artifacts.shards
+                   _take    build.schedule build.lines   build.tokenizer (+ build.tokenizing,
+                   _inputs  build.cut                    build.tiktoken_fast, tiktoken_vocab)
                  manifest.json (artifacts.manifest) + plan.json (artifacts.planfile, plan)
-                 -> StreamingMixture (serve.mixture over serve.cache; resume states: serve.state)
+                 -> StreamingMixture (serve.mixture over serve.cache, serve.shardfile,
+                    serve.budget, serve.positions, serve.buffers; resume states: serve.state)
                  -> MixerLoader (serve.loader) or the trainer's own DataLoader -> the trainer
                     (integrations.litgpt, integrations.hf: trainer-specific adapters)
                  -> mixer stats / inspect / verify (report)
