@@ -191,9 +191,10 @@ def hostile(out: Path, name: str, tmp: Path) -> tuple[dict, dict, str]:
     return m, p, message
 
 
-def publish(s3, out: Path, prefix: str, manifest: dict, plan: dict, objects=()) -> str:
-    """The build uploaded under ``prefix`` with these records (and extra objects)."""
-    upload, client = s3
+def publish(bucket, out: Path, prefix: str, manifest: dict, plan: dict, objects=()) -> str:
+    """The build uploaded under ``prefix`` (``bucket``: the s3 fixture) with these records
+    (and extra objects)."""
+    upload, client = bucket
     upload(out, prefix)
     for key, body in [
         ("manifest.json", json.dumps(manifest).encode()),
