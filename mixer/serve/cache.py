@@ -3,16 +3,21 @@
 Why not mosaicml-streaming's reader: it opens and decodes one sample at a time, ~50x slower
 than a memmap (tools/bench_mixture.py). Instead each shard, on first use, is fetched (downloaded
 if remote, with mosaicml-streaming's downloaders), checked against the manifest's sha256,
-decompressed, and written once into its own cache file holding the blocks' token ids in the
-build's dtype and their document starts (`mixer.serve.shardfile`): about the token bytes, where
-storing position ids beside them took 2-4x. A batch is then one fancy-index copy per shard it
+decompressed to exactly its declared size, its blocks checked (ids inside the vocabulary,
+document starts inside their blocks; a build read from elsewhere is data:
+`mixer.artifacts.checks`), and, once the disk has room for it, written once into its own cache
+file holding the blocks' token ids in the build's dtype and their document starts
+(`mixer.serve.shardfile`): about the token bytes, where storing position ids beside them took
+2-4x. A batch is then one fancy-index copy per shard it
 touches; position ids are derived from the starts per batch (`mixer.serve.positions`).
 
 Layout: ``<cache_dir>/<manifest fingerprint[:16]>/<source>/<split>/shard-NNNNNN-<sha256[:16]>.blk``
 (plus ``.lock`` files, and ``download/`` for a remote shard while it is unpacked). Paths are
-derived in one place (`SplitStore.shard_path`) and a shard is fetched and decompressed in one
-place (`SplitStore._fill`). Several processes may share the folder; `mixer.serve.budget` holds
-the protocol that makes filling and the optional size limit (``cache_limit``) safe.
+derived in one place (`SplitStore.shard_path`), from names checked on load and again here and
+in `mixer.artifacts.fetch` (every path resolved inside the cache or the build), and a shard is
+fetched and decompressed in one place (`SplitStore._fill`). Several processes may share the
+folder; `mixer.serve.budget` holds the protocol that makes filling and the optional size limit
+(``cache_limit``) safe.
 """
 
 from __future__ import annotations

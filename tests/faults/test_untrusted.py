@@ -431,3 +431,45 @@ def test_a_sound_build_still_loads_everywhere(out, tmp_path, cli):
     assert cli("verify", build).exit_code == 0
     assert cli("stats", build).exit_code == 0
     assert len(list(StreamingMixture(build, cache_dir=tmp_path / "c"))) == p["total"]
+
+
+# -- the second guard, where paths are joined ---------------------------------------------
+def test_the_name_rule_is_the_recipes():
+    from mixer import recipe
+    from mixer.artifacts import checks
+
+    assert checks.NAME_RE.pattern == recipe._NAME_RE.pattern
+
+
+@pytest.mark.parametrize(
+    "rel", ["sources/web/../../../x", "/etc/passwd", "sources//x", "s3://b/x", "a\\..\\x", "."]
+)
+def test_fetch_refuses_a_path_that_is_not_plain(tmp_path, rel):
+    from mixer.artifacts.fetch import fetch
+
+    with pytest.raises(UnsafeBuildError, match="not a plain relative path inside a build"):
+        fetch("s3://data/b", rel, tmp_path / "c" / "x", within=tmp_path / "c")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_never_downloads_outside_the_cache(tmp_path):
+    from mixer.artifacts.fetch import fetch
+
+    dest = tmp_path / "c" / ".." / "PWNED.txt"
+    with pytest.raises(UnsafeBuildError, match=r"a download resolves to .*PWNED\.txt, outside"):
+        fetch("s3://data/b", "manifest.json", dest, within=tmp_path / "c")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_shard_linked_out_of_a_local_build_is_refused(out, tmp_path, cli):
+    build = local_copy(out, tmp_path / "b")
+    shard = build / "sources" / "web" / "train" / "shard.00000.mds.zstd"
+    elsewhere = tmp_path / "elsewhere.zstd"
+    shutil.copyfile(shard, elsewhere)
+    shard.unlink()
+    shard.symlink_to(elsewhere)  # the very bytes: only the place is wrong
+    store = StreamingMixture(build, cache_dir=tmp_path / "c")._store("web")
+    with pytest.raises(UnsafeBuildError, match=r"a file of the build resolves to .*, outside"):
+        store.tokens(np.arange(3))
+    result = cli("verify", build)
+    assert result.exit_code == 1 and "elsewhere.zstd, outside" in result.output
