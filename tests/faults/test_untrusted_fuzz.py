@@ -72,6 +72,17 @@ MUTATION = st.tuples(
     st.sampled_from(NUDGES),
     st.sampled_from(HOSTILE_STRINGS),
 )
+
+
+def fuzz(examples: int):
+    """Hypothesis settings for these tests: slow examples, the module's fixtures shared."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
 _SKIP = {"recipe", "inputs", "identity", "created", "fingerprint", "skipped_examples"}
 
 
@@ -186,11 +197,7 @@ def cli_readers(cli, build) -> None:
 
 
 @pytest.mark.slow
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzz(150)
 @given(mutations=st.lists(MUTATION, min_size=1, max_size=3))
 def test_fuzzed_local_builds_fail_clearly_or_serve_their_own_blocks(
     out, own_blocks, tmp_path, cli, mutations
@@ -211,11 +218,7 @@ def test_fuzzed_local_builds_fail_clearly_or_serve_their_own_blocks(
 
 
 @pytest.mark.slow
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzz(40)
 @given(
     shift=st.integers(-(10**7), 10**7),
     shuffle=st.sampled_from(["blocks", "shards", "none"]),
@@ -248,11 +251,7 @@ def test_plans_that_pass_the_checks_serve_each_source_its_own_blocks(
 
 
 @pytest.mark.slow
-@settings(
-    max_examples=15,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzz(15)
 @given(mutations=st.lists(MUTATION, min_size=1, max_size=2))
 def test_fuzzed_remote_builds_write_nothing_outside_the_cache(
     out,
