@@ -251,7 +251,7 @@ def test_plans_that_pass_the_checks_serve_each_source_its_own_blocks(
 
 
 @pytest.mark.slow
-@fuzz(15)
+@fuzz(12)
 @given(mutations=st.lists(MUTATION, min_size=1, max_size=2))
 def test_fuzzed_remote_builds_write_nothing_outside_the_cache(
     out,
