@@ -44,3 +44,10 @@ class UsageError(MixerError, ValueError):
 
 class TrainerError(MixerError):
     """A trainer, model or batch does not fit the build (vocabulary, steps beyond the plan, ...)."""
+
+
+class UnsafeBuildError(OutputError):
+    """A build read from elsewhere declares something mixer will not act on: a path outside its
+    folder, a size beyond the format's bounds, records that contradict each other or the files.
+    Raised before anything is downloaded or written for it; its fingerprints may well be valid
+    (anyone can recompute them), so they prove a build unchanged, never harmless."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixer.errors import OutputError
+from mixer.errors import OutputError, UnsafeBuildError
 from mixer.identity import digest
 from mixer.typed import FieldError, from_json, to_json
 
@@ -28,6 +28,9 @@ BLOCKS_FORMAT = 1
 FILENAME = "manifest.json"
 SPLITS = ("train", "val")
 _VOLATILE = ("created", "fingerprint")  # not part of the fingerprint
+#: The largest manifest.json or plan.json read (a build of 10^5 input files takes ~25 MiB):
+#: a file someone else wrote is sized before it is parsed.
+MAX_RECORD_BYTES = 256 << 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,10 +164,21 @@ class Manifest:
         return to_json(self)
 
     @classmethod
-    def from_dict(cls, data: dict, root: str | os.PathLike = ".") -> Manifest:
-        """Typed and checked; FieldError names the first field that does not fit."""
+    def from_dict(cls, data: dict, root: str | os.PathLike = ".", *, check=True) -> Manifest:
+        """Typed and checked; FieldError names the first field that does not fit, `Refused`
+        (a FieldError) the first value a reader will not act on (`mixer.artifacts.checks`;
+        ``check=False``: typed only, for `load`, which compares the fingerprint first)."""
         m = from_json(cls, data, "manifest")
+        if check:
+            m.validate()
         return dataclasses.replace(m, root=Path(root), location=str(root))
+
+    def validate(self) -> None:
+        """Refused naming the first path, size or count no reader may rely on: names that
+        are not one folder or file, sizes beyond the format, records that contradict."""
+        from mixer.artifacts.checks import check_manifest
+
+        check_manifest(self)
 
     def computed_fingerprint(self) -> str:
         return digest({k: v for k, v in self.to_dict().items() if k not in _VOLATILE})
@@ -174,19 +188,23 @@ class Manifest:
         return dataclasses.replace(self, fingerprint=self.computed_fingerprint())
 
     @classmethod
-    def load(cls, out_dir: str | os.PathLike) -> Manifest:
+    def load(cls, out_dir: str | os.PathLike, where: str | None = None) -> Manifest:
+        """The checked manifest of ``out_dir``; ``where`` names the build in errors (its URL
+        when ``out_dir`` holds a downloaded copy)."""
         root = Path(out_dir)
         path = root / FILENAME
         if not root.is_dir():
             raise OutputError(f"{root}: no such output folder (run `mixer build` first)")
+        if where is not None:
+            path = f"{where.rstrip('/')}/{FILENAME}"
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_record(root / FILENAME)
         except FileNotFoundError:
             raise OutputError(
-                f"{root}: not a complete mixer build (no {FILENAME}); rerun `mixer build`"
+                f"{where or root}: not a complete mixer build (no {FILENAME}); rerun `mixer build`"
             ) from None
-        except (OSError, ValueError) as e:
-            raise OutputError(f"{path}: unreadable manifest ({e})") from None
+        except (OSError, ValueError, RecursionError) as e:
+            raise OutputError(f"{path}: unreadable manifest ({str(e)[:200]})") from None
         fmt = data.get("format") if isinstance(data, dict) else None
         if fmt != FORMAT:
             newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT
@@ -195,11 +213,14 @@ class Manifest:
                 + ("upgrade mixer to read it" if newer else "rebuild with this version of mixer")
             )
         try:
-            manifest = cls.from_dict(data, root)
+            manifest = cls.from_dict(data, root, check=False)
+            if manifest.fingerprint != manifest.computed_fingerprint():
+                raise OutputError(f"{path}: manifest was altered (fingerprint mismatch); rebuild")
+            manifest.validate()  # a fingerprint proves it unchanged, not harmless
         except FieldError as e:
-            raise OutputError(f"{path}: not a manifest this mixer can read: {e}") from None
-        if manifest.fingerprint != manifest.computed_fingerprint():
-            raise OutputError(f"{path}: manifest was altered (fingerprint mismatch); rebuild")
+            raise refused(path, e, "manifest") from None
+        except (RecursionError, UnicodeError) as e:  # nested too deeply; lone surrogates
+            raise OutputError(f"{path}: unreadable manifest ({type(e).__name__})") from None
         return manifest
 
     def save(self) -> None:
@@ -228,6 +249,28 @@ class Manifest:
 
     def split_dir(self, source: str, split: str) -> Path:
         return self.root / "sources" / source / split
+
+
+def read_record(path: Path):
+    """The JSON of manifest.json or plan.json, refused unread beyond MAX_RECORD_BYTES."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_RECORD_BYTES:
+            raise ValueError(f"{size:,} bytes, more than a build's {MAX_RECORD_BYTES:,}")
+        return json.loads(f.read().decode("utf-8"))
+
+
+def refused(path, e: FieldError, what: str, fix: str = "") -> OutputError:
+    """The one-line error for a record that did not load: one mixer cannot read (a wrong type,
+    an unknown key: another version), or one it will not act on (`Refused`)."""
+    from mixer.artifacts.checks import Refused
+
+    if isinstance(e, Refused):
+        return UnsafeBuildError(
+            f"{path}: refused: {e} (mixer never writes this: the build was altered or made"
+            " elsewhere; do not use it, rebuild it from its recipe)"
+        )
+    return OutputError(f"{path}: not a {what} this mixer can read: {e}{fix}")
 
 
 def write_atomic(path: Path, text: str) -> None:

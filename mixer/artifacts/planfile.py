@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mixer.artifacts.manifest import Manifest, write_atomic
+from mixer.artifacts.checks import check_plan
+from mixer.artifacts.manifest import Manifest, read_record, refused, write_atomic
 from mixer.errors import OutputError
 from mixer.plan import FORMAT, Allocation, PhaseWeights, Plan, make_plan, planned_samples
 from mixer.typed import FieldError
@@ -107,26 +108,34 @@ def save_plan(plan: Plan, root: Path) -> None:
 
 
 def load_plan(manifest: Manifest) -> Plan:
+    """The build's train plan, checked against its manifest (`mixer.artifacts.checks`): a
+    plan that would serve other blocks than the manifest's is refused, fingerprints or not."""
     path = manifest.root / FILENAME
+    where = path if manifest.location == str(manifest.root) else f"{manifest.location}/{FILENAME}"
     try:
-        data = json.loads(path.read_text())
+        data = read_record(path)
     except FileNotFoundError:
-        raise OutputError(f"{manifest.root}: not a complete mixer build (no {FILENAME})") from None
-    except (OSError, ValueError) as e:
-        raise OutputError(f"{path}: unreadable plan ({e})") from None
+        raise OutputError(
+            f"{manifest.location}: not a complete mixer build (no {FILENAME})"
+        ) from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise OutputError(f"{where}: unreadable plan ({str(e)[:200]})") from None
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt != FORMAT:
         newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT
         raise OutputError(
-            f"{path}: plan format {fmt!r} is not {FORMAT}; "
+            f"{where}: plan format {fmt!r} is not {FORMAT}; "
             + ("upgrade mixer to read it" if newer else "rebuild with this version of mixer")
         )
     try:
         plan = Plan.from_dict(data)
+        if data.get("fingerprint") != plan.fingerprint:
+            raise OutputError(f"{where}: plan was altered (fingerprint mismatch); rebuild")
+        if plan.manifest != manifest.fingerprint:
+            raise OutputError(f"{where}: plan was made for another manifest; rebuild")
+        check_plan(plan, manifest)  # a fingerprint proves it unchanged, not harmless
     except FieldError as e:
-        raise OutputError(f"{path}: not a plan this mixer can read: {e}; rebuild") from None
-    if data.get("fingerprint") != plan.fingerprint:
-        raise OutputError(f"{path}: plan was altered (fingerprint mismatch); rebuild")
-    if plan.manifest != manifest.fingerprint:
-        raise OutputError(f"{path}: plan was made for another manifest; rebuild")
+        raise refused(where, e, "plan", "; rebuild") from None
+    except UnicodeError:  # lone surrogates: not a plan mixer wrote
+        raise OutputError(f"{where}: unreadable plan (invalid text); rebuild") from None
     return plan

@@ -7,6 +7,10 @@ empty array, and a block inside one long document has no start). Any `StreamingD
 them, and :class:`ShardReader` reads shards written by `streaming.MDSWriter`
 (tests/unit/test_mds_contract.py checks both ways).
 
+Reading checks what it reads: a shard decompresses to at most the size its manifest declares,
+and its layout is checked whole before a block is served (builds read from elsewhere are
+data, `mixer.artifacts.checks`). Files are located and downloaded by `mixer.artifacts.fetch`.
+
 Both sides are written here rather than through `streaming`: ``import streaming`` costs seconds
 (it imports torch), more than a small build itself, and its writer encodes sample by sample in
 Python. :class:`ShardWriter` writes the very bytes `MDSWriter` writes (same layout, same shard
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer.artifacts.checks import MAX_SHARD_BYTES
 from mixer.artifacts.manifest import ShardRecord
 from mixer.errors import OutputError
 
@@ -139,37 +144,6 @@ class ShardWriter:
         return tuple(self._records)
 
 
-def is_remote(root: str) -> bool:
-    """True for URLs that mosaicml-streaming downloads (s3://, gs://, oci://, hf://, ...)."""
-    return "://" in str(root) and not str(root).startswith("file://")
-
-
-def local_path(root: str) -> Path:
-    return Path(str(root)[len("file://") :] if str(root).startswith("file://") else root)
-
-
-def fetch(root: str, rel: str, dest: Path) -> Path:
-    """``root/rel`` as a local file: the file itself if local, else downloaded once to ``dest``
-    with mosaicml-streaming's downloaders (its credentials, retries and endpoints)."""
-    if not is_remote(root):
-        path = local_path(root) / rel
-        if not path.exists():
-            raise OutputError(f"{path}: file is missing from the build; rebuild or restore it")
-        return path
-    if dest.exists():
-        return dest
-    from streaming.base.storage import CloudDownloader
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
-        CloudDownloader.direct_download(f"{str(root).rstrip('/')}/{rel}", str(tmp))
-    except Exception as e:  # noqa: BLE001 (each storage backend raises its own types)
-        raise OutputError(f"{root}/{rel}: cannot download ({type(e).__name__}: {e})") from None
-    os.replace(tmp, dest)
-    return dest
-
-
 @dataclass(frozen=True)
 class Block:
     input_ids: np.ndarray
@@ -180,7 +154,10 @@ class ShardReader:
     """The blocks of one decompressed MDS joint shard, parsed without `streaming`.
 
     Parsing the MDS layout directly ([num_samples u32][offsets u32 x n+1][config][samples],
-    each sample [len(starts) u32][input_ids][starts]) keeps reads at memory speed.
+    each sample [len(starts) u32][input_ids][starts]) keeps reads at memory speed. The layout
+    is checked whole when the shard is opened (a few vectorized passes over its n offsets), so
+    a shard someone else wrote can never make a read run past its bytes or return a block of
+    another length: an OutputError naming it instead.
     """
 
     def __init__(
@@ -188,15 +165,26 @@ class ShardReader:
     ):
         self.buf = np.frombuffer(raw, np.uint8)
         self.seq_len, self.dtype, self.name = seq_len, np.dtype(dtype), name
-        if self.buf.size < 4:
+        if self.buf.size < 8:
             raise OutputError(f"{name}: not an MDS shard (too short)")
         n = int(self.buf[:4].view(np.uint32)[0])
         if self.buf.size < 4 * (n + 2):
             raise OutputError(f"{name}: not an MDS shard (truncated header)")
         self.offsets = self.buf[4 : 4 * (n + 2)].view(np.uint32).astype(np.int64)
         self.num_samples = n
-        if n and self.offsets[-1] != self.buf.size:
-            raise OutputError(f"{name}: MDS shard size does not match its header")
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Offsets in order and inside the shard, each sample [u32 k][seq_len ids][k bytes]."""
+        off, nbytes = self.offsets, self.seq_len * self.dtype.itemsize
+        if off[0] < 4 * (self.num_samples + 2) or off[-1] != self.buf.size:
+            raise OutputError(f"{self.name}: MDS shard size does not match its header")
+        sizes = np.diff(off)
+        if (sizes < 4 + nbytes).any():
+            raise OutputError(f"{self.name}: a block is shorter than {self.seq_len} tokens")
+        head = self.buf[off[:-1, None] + np.arange(4)].view(np.uint32)[:, 0].astype(np.int64)
+        if (sizes != 4 + nbytes + head).any() or (head % 4).any():
+            raise OutputError(f"{self.name}: not an MDS shard of {self.seq_len}-token blocks")
 
     def __len__(self) -> int:
         return self.num_samples
@@ -224,19 +212,81 @@ class ShardReader:
         return rows.astype(np.int64), cols
 
 
-def read_shard_file(path: Path, *, seq_len: int, dtype: str) -> ShardReader:
-    """Decompress (zstd) and parse one shard file; OutputError naming it if it is damaged."""
+def bad_starts(rows: np.ndarray, cols: np.ndarray, seq_len: int) -> int | None:
+    """The first block whose document starts are not increasing offsets below ``seq_len``."""
+    bad = (cols >= seq_len) | (np.diff(rows, prepend=-1) == 0) & (np.diff(cols, prepend=-1) <= 0)
+    return int(rows[bad][0]) if bad.any() else None
+
+
+def read_shard_file(
+    path: Path, *, seq_len: int, dtype: str, raw_bytes: int | None = None
+) -> ShardReader:
+    """Decompress (zstd) and parse one shard file; OutputError naming it if it is damaged.
+
+    ``raw_bytes``: the size the manifest declares: the shard must decompress to exactly that,
+    and decompression stops one byte past it (a decompression bomb is an error, never an
+    out-of-memory). Without it, the MDS format's limit (4 GiB) bounds it.
+    """
     import zstandard
 
+    limit = MAX_SHARD_BYTES if raw_bytes is None else raw_bytes
     try:
-        data = path.read_bytes()
-        raw = (
-            zstandard.ZstdDecompressor().stream_reader(data).read()
-            if path.suffix == ".zstd"
-            else data
-        )
+        with open(path, "rb") as f:
+            if path.suffix != ".zstd":
+                raw = f.read(min(limit, os.fstat(f.fileno()).st_size) + 1)
+            else:
+                raw = _decompress(zstandard.ZstdDecompressor().stream_reader(f), limit)
     except FileNotFoundError:
         raise OutputError(f"{path}: shard file is missing") from None
     except zstandard.ZstdError as e:
         raise OutputError(f"{path}: shard file is corrupted ({e})") from None
+    if len(raw) > limit or (raw_bytes is not None and len(raw) != raw_bytes):
+        got = f"more than {limit:,}" if len(raw) > limit else f"{len(raw):,}"
+        raise OutputError(
+            f"{path}: decompresses to {got} bytes, the manifest says {raw_bytes or limit:,};"
+            " refused (corrupted or altered)"
+        )
     return ShardReader(raw, seq_len=seq_len, dtype=dtype, name=str(path))
+
+
+def _decompress(reader, limit: int) -> memoryview:
+    """At most ``limit + 1`` bytes of a zstd stream, into one buffer grown as they come (a
+    frame's declared size is not trusted: memory follows the bytes actually produced)."""
+    buf = bytearray(min(limit + 1, 1 << 24))
+    got = 0
+    while True:
+        n = reader.readinto(memoryview(buf)[got:])
+        if n == 0:
+            return memoryview(buf)[:got]
+        got += n
+        if got == len(buf):
+            if got > limit:
+                return memoryview(buf)[:got]
+            buf.extend(bytes(min(len(buf), limit + 1 - got)))
+
+
+def index_problems(path: Path, rec, seq_len: int, dtype: str) -> list[str]:
+    """How a split's MDS ``index.json`` (``path``) disagrees with its manifest record ``rec``
+    (a `SplitRecord`): the shards it lists, their blocks, sizes and columns. What
+    `StreamingDataset` reads must be what the manifest promises (empty list: it is)."""
+    enc = [columns(seq_len, dtype)[n] for n in sorted(columns(seq_len, dtype))]
+    try:
+        if path.stat().st_size > 64 << 20:
+            raise ValueError("larger than 64 MiB")
+        shards = json.loads(path.read_text(encoding="utf-8"))["shards"]
+        got = [
+            (s["zip_data"]["basename"], s["samples"], s["zip_data"]["bytes"])
+            + (s["raw_data"]["bytes"], s["column_encodings"])
+            for s in shards
+        ]
+    except FileNotFoundError:
+        return [f"{path}: MDS index is missing"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        return [f"{path}: not an MDS index ({type(e).__name__}: {str(e)[:100]})"]
+    want = [(s.file, s.samples, s.bytes, s.raw_bytes, enc) for s in rec.shards]
+    if got == want:
+        return []
+    if [g[0] for g in got] != [w[0] for w in want]:
+        return [f"{path}: lists other shards than the manifest"]
+    i = next(i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w)
+    return [f"{path}: {want[i][0]}: blocks, sizes or columns differ from the manifest's"]

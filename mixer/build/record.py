@@ -35,7 +35,7 @@ def write_manifest(
             shutil.copyfile(tok.file, tok_dir / Path(tok.file).name)
     else:  # every source reused from builds with this very tokenizer
         src = next(d.linked for d in decisions.values() if d.linked)[0]
-        shutil.copytree(src.root / "tokenizer", tok_dir)
+        reuse.copy_tokenizer(src, tok_dir)  # the listed files only, hashes checked
     if recipe.path and os.path.isfile(recipe.path):
         shutil.copyfile(recipe.path, work / "recipe.yaml")
     files = {p.name: sha256_file(p) for p in sorted(tok_dir.iterdir())}

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixer import identity
+from mixer.artifacts.fetch import inside
 from mixer.artifacts.manifest import BLOCKS_FORMAT, InputFile, Manifest
+from mixer.artifacts.shards import index_problems
 from mixer.errors import OutputError, RecipeError
 from mixer.identity import digest, sha256_file
 from mixer.recipe import Recipe, SourceSpec
@@ -108,6 +112,11 @@ def reference(recipe: Recipe, spec: SourceSpec) -> tuple[Manifest, str]:
             f"{recipe.path}: sources.{spec.name}.from: {spec.reuse} has no source {name!r}"
             f" (it has {known}); name it with `source:`"
         )
+    try:  # before any work: linked again, and checked again, when the build publishes
+        for split in ("train", "val"):
+            linkable(m, name, split)
+    except OutputError as e:
+        raise RecipeError(f"{recipe.path}: sources.{spec.name}.from: {e}") from None
     return m, name
 
 
@@ -139,11 +148,50 @@ def check_compatible(recipe: Recipe, spec: SourceSpec, other: Manifest, tok) -> 
 def link_source(src: Manifest, name: str, work: Path, new_name: str) -> None:
     """The built shards of ``name`` in ``src``, hard-linked (copied across file systems)."""
     for split in ("train", "val"):
-        source_dir = src.split_dir(name, split)
         target = work / "sources" / new_name / split
         target.mkdir(parents=True, exist_ok=True)
-        for f in sorted(source_dir.iterdir()):
+        for path in linkable(src, name, split):
             try:
-                os.link(f, target / f.name)
+                os.link(path, target / path.name)
             except OSError:
-                shutil.copy2(f, target / f.name)
+                shutil.copy2(path, target / path.name)
+
+
+def linkable(src: Manifest, name: str, split: str) -> list[Path]:
+    """The files of a built split that reuse links: only those its manifest lists (index.json
+    and the shards), each a regular file inside that build with its declared size, with an
+    index.json that agrees with the manifest. So a build made elsewhere can bring no other
+    file (a symbolic link to a private file, say) into this output. Reads no shard, as reuse
+    promises (their hashes are checked when they are served or verified)."""
+    rec = src.split(name, split)
+    folder = src.split_dir(name, split)
+    where = f"{src.root}: sources.{name}.{split}"
+    problems = index_problems(folder / "index.json", rec, src.seq_len, src.dtype)
+    if problems:
+        raise OutputError(f"{where}: {problems[0]}; rebuild that build")
+    sizes = {s.file: s.bytes for s in rec.shards}
+    return [_own_file(folder / f, src.root, sizes.get(f), where) for f in ["index.json", *sizes]]
+
+
+def copy_tokenizer(src: Manifest, dest: Path) -> None:
+    """The tokenizer files ``src``'s manifest lists, each checked against its sha256."""
+    dest.mkdir()
+    for f, sha in src.tokenizer.files.items():
+        path = _own_file(src.root / "tokenizer" / f, src.root, None, f"{src.root}: tokenizer")
+        if identity.sha256_file(path) != sha:  # not this module's sha256_file (inputs)
+            raise OutputError(f"{path}: tokenizer file was altered (sha256 differs); rebuild it")
+        shutil.copyfile(path, dest / f)
+
+
+def _own_file(path: Path, root: Path, size: int | None, where: str) -> Path:
+    """``path`` if it is a regular file (not a link) inside ``root`` of ``size`` bytes."""
+    inside(path, root, "a file of the build")
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise OutputError(f"{path}: missing from the build; rebuild {root}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{path}: not a regular file ({where}); refused")
+    if size is not None and st.st_size != size:
+        raise OutputError(f"{path}: {st.st_size:,} bytes, the manifest says {size:,}; refused")
+    return path

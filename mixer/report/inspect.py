@@ -7,9 +7,10 @@ import os
 from rich.console import Console
 from rich.markup import escape
 
+from mixer.artifacts.fetch import fetch
 from mixer.artifacts.manifest import Manifest
-from mixer.artifacts.shards import fetch
-from mixer.errors import UsageError
+from mixer.errors import OutputError, UsageError
+from mixer.identity import sha256_file
 from mixer.plan import Plan
 from mixer.serve.cache import SplitStore, cache_root
 
@@ -38,9 +39,10 @@ def describe_block(
         record=rec,
         seq_len=manifest.seq_len,
         dtype=manifest.dtype,
+        vocab_size=manifest.tokenizer.vocab_size,
     )
     block = store.block(index)
-    tok = _tokenizer(root, cache)
+    tok = _tokenizer(manifest, cache)
     cuts = [0, *[int(s) for s in block.starts if s > 0], manifest.seq_len]
     starts = {int(s) for s in block.starts}
     pieces = []
@@ -103,8 +105,18 @@ def render(info: dict, console: Console) -> None:
         console.print(escape(p["text"]), highlight=False, markup=True)
 
 
-def _tokenizer(root: str, cache):
+def _tokenizer(manifest: Manifest, cache):
+    """The build's tokenizer.json, checked against the manifest before it is parsed."""
     from tokenizers import Tokenizer
 
-    path = fetch(root, "tokenizer/tokenizer.json", cache / "tokenizer.json")
+    name = "tokenizer.json"
+    want = manifest.tokenizer.files.get(name)
+    path = fetch(manifest.location, f"tokenizer/{name}", cache / name, within=cache)
+    if want is None or sha256_file(path) != want:
+        if path.is_relative_to(cache):
+            path.unlink(missing_ok=True)
+        raise OutputError(
+            f"{path}: tokenizer file does not match the manifest (sha256 differs or not"
+            " listed); rebuild the output or restore the file"
+        )
     return Tokenizer.from_file(str(path))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
+from mixer.artifacts.fetch import inside
 from mixer.artifacts.manifest import SPLITS, Manifest
-from mixer.artifacts.shards import read_shard_file
+from mixer.artifacts.shards import bad_starts, index_problems, read_shard_file
 from mixer.errors import MixerError, OutputError
 from mixer.identity import sha256_file
 
@@ -60,6 +58,8 @@ def _tokenizer_problems(manifest: Manifest) -> Iterator[str]:
         path = folder / name
         if not path.exists():
             yield f"{path}: tokenizer file is missing"
+        elif problem := _outside(path, manifest):
+            yield problem
         elif sha256_file(path) != digest:
             yield f"{path}: tokenizer file was altered (sha256 differs from the manifest)"
 
@@ -67,59 +67,61 @@ def _tokenizer_problems(manifest: Manifest) -> Iterator[str]:
 def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> list[str]:
     rec = manifest.split(name, split)
     folder = manifest.split_dir(name, split)
-    problems = []
+    problems = index_problems(folder / "index.json", rec, manifest.seq_len, manifest.dtype)
     listed = {s.file for s in rec.shards} | {"index.json"}
-    if not (folder / "index.json").exists():
-        problems.append(f"{folder / 'index.json'}: MDS index is missing")
-    elif _index_files(folder) != listed - {"index.json"}:
-        problems.append(f"{folder / 'index.json'}: lists other shards than the manifest")
     if folder.is_dir():
         problems += [
             f"{folder / f}: unexpected file" for f in sorted(set(os.listdir(folder)) - listed)
         ]
     blocks = 0
-    vocab = manifest.tokenizer.vocab_size
     for shard in rec.shards:
         path = folder / shard.file
         if not path.exists():
             problems.append(f"{path}: shard is missing")
             continue
+        if problem := _outside(path, manifest):
+            problems.append(problem)
+            continue
         if sha256_file(path) != shard.sha256:
             problems.append(f"{path}: sha256 differs from the manifest (corrupted or altered)")
             continue
         try:
-            reader = read_shard_file(path, seq_len=manifest.seq_len, dtype=manifest.dtype)
+            reader = read_shard_file(
+                path, seq_len=manifest.seq_len, dtype=manifest.dtype, raw_bytes=shard.raw_bytes
+            )
         except OutputError as e:
             problems.append(str(e))
             continue
-        if len(reader) != shard.samples:
-            problems.append(f"{path}: {len(reader)} blocks, the manifest says {shard.samples}")
-        ids = reader.all_ids()
-        if ids.size and int(ids.max()) >= vocab:
-            problems.append(f"{path}: token id {int(ids.max())} >= vocabulary size {vocab}")
-        rows, cols = reader.all_starts()
-        bad = (cols >= manifest.seq_len) | (np.diff(rows, prepend=-1) == 0) & (
-            np.diff(cols, prepend=-1) <= 0
-        )
-        if bad.any():
-            problems.append(f"{path}: block {int(rows[bad][0])} has invalid document starts")
+        problems += _block_problems(manifest, path, reader, shard.samples)
         blocks += len(reader)
         totals["shards"] += 1
     totals["blocks"] += blocks
     if blocks != rec.blocks and not any("shard" in p for p in problems):
         problems.append(f"{folder}: {blocks} blocks, the manifest says {rec.blocks}")
-    padded = rec.blocks * manifest.seq_len - rec.padding_tokens + rec.dropped_tokens
-    if padded != rec.tokens:
-        problems.append(f"{name}/{split}: token counts in the manifest do not add up")
     return problems
 
 
-def _index_files(folder: Path) -> set[str]:
+def _block_problems(manifest: Manifest, path: Path, reader, samples: int) -> list[str]:
+    problems = []
+    if len(reader) != samples:
+        problems.append(f"{path}: {len(reader)} blocks, the manifest says {samples}")
+    ids = reader.all_ids()
+    vocab = manifest.tokenizer.vocab_size
+    if ids.size and int(ids.max()) >= vocab:
+        problems.append(f"{path}: token id {int(ids.max())} >= vocabulary size {vocab}")
+    block = bad_starts(*reader.all_starts(), manifest.seq_len)
+    if block is not None:
+        problems.append(f"{path}: block {block} has invalid document starts")
+    return problems
+
+
+def _outside(path: Path, manifest: Manifest) -> str | None:
+    """A problem if ``path`` resolves outside the build (a symbolic link out of it)."""
     try:
-        index = json.loads((folder / "index.json").read_text())
-        return {s["zip_data"]["basename"] for s in index["shards"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return set()
+        inside(path, manifest.root, "a file of the build")
+    except OutputError as e:
+        return str(e)
+    return None
 
 
 def _shards(manifest: Manifest):

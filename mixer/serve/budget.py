@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from mixer._yaml import parse_size
-from mixer.errors import UsageError
+from mixer.errors import OutputError, UsageError
 
 try:
     import fcntl
@@ -61,6 +62,19 @@ def parse_limit(value: int | str | None) -> int | None:
     if n is None or n < 1:
         raise UsageError(f"{where}={value!r}: expected a number of bytes or a size such as '20GiB'")
     return n
+
+
+def check_room(folder: Path, need: int, what: str) -> None:
+    """OutputError unless the disk holding ``folder`` has ``need`` bytes free: checked before a
+    shard is downloaded and before its cache file is created, so that a full disk is this
+    clear error rather than a half-written file (the write itself still reports ENOSPC)."""
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise OutputError(
+            f"{folder}: cannot fill the shard cache (No space left: {what} needs {need:,} bytes,"
+            f" the disk has {free:,} free); free space, set cache_limit / $MIXER_CACHE_LIMIT,"
+            " or set cache_dir / $MIXER_CACHE"
+        )
 
 
 @contextlib.contextmanager

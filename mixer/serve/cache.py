@@ -3,16 +3,21 @@
 Why not mosaicml-streaming's reader: it opens and decodes one sample at a time, ~50x slower
 than a memmap (tools/bench_mixture.py). Instead each shard, on first use, is fetched (downloaded
 if remote, with mosaicml-streaming's downloaders), checked against the manifest's sha256,
-decompressed, and written once into its own cache file holding the blocks' token ids in the
-build's dtype and their document starts (`mixer.serve.shardfile`): about the token bytes, where
-storing position ids beside them took 2-4x. A batch is then one fancy-index copy per shard it
+decompressed to exactly its declared size, its blocks checked (ids inside the vocabulary,
+document starts inside their blocks; a build read from elsewhere is data:
+`mixer.artifacts.checks`), and, once the disk has room for it, written once into its own cache
+file holding the blocks' token ids in the build's dtype and their document starts
+(`mixer.serve.shardfile`): about the token bytes, where storing position ids beside them took
+2-4x. A batch is then one fancy-index copy per shard it
 touches; position ids are derived from the starts per batch (`mixer.serve.positions`).
 
 Layout: ``<cache_dir>/<manifest fingerprint[:16]>/<source>/<split>/shard-NNNNNN-<sha256[:16]>.blk``
 (plus ``.lock`` files, and ``download/`` for a remote shard while it is unpacked). Paths are
-derived in one place (`SplitStore.shard_path`) and a shard is fetched and decompressed in one
-place (`SplitStore._fill`). Several processes may share the folder; `mixer.serve.budget` holds
-the protocol that makes filling and the optional size limit (``cache_limit``) safe.
+derived in one place (`SplitStore.shard_path`), from names checked on load and again here and
+in `mixer.artifacts.fetch` (every path resolved inside the cache or the build), and a shard is
+fetched and decompressed in one place (`SplitStore._fill`). Several processes may share the
+folder; `mixer.serve.budget` holds the protocol that makes filling and the optional size limit
+(``cache_limit``) safe.
 """
 
 from __future__ import annotations
@@ -25,14 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer.artifacts.checks import NAME_RE
+from mixer.artifacts.fetch import fetch, is_remote, local_path
 from mixer.artifacts.manifest import FILENAME as MANIFEST_FILE
-from mixer.artifacts.manifest import Manifest, ShardRecord, SplitRecord
+from mixer.artifacts.manifest import SPLITS, Manifest, ShardRecord, SplitRecord
 from mixer.artifacts.planfile import FILENAME as PLAN_FILE
-from mixer.artifacts.shards import Block, fetch, is_remote, local_path, read_shard_file
-from mixer.errors import OutputError, UsageError
+from mixer.artifacts.shards import Block, ShardReader, bad_starts, read_shard_file
+from mixer.errors import OutputError, UnsafeBuildError, UsageError
 from mixer.identity import sha256_file
-from mixer.serve.budget import Budget, locked
-from mixer.serve.shardfile import CachedShard, encode
+from mixer.serve.budget import Budget, check_room, locked
+from mixer.serve.shardfile import CachedShard, encode, file_size
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -44,11 +51,15 @@ def open_build(path: str, cache_dir: str | os.PathLike | None = None) -> Manifes
     """The manifest of a build, local or remote (remote: manifest and plan fetched first)."""
     if not is_remote(path):
         return Manifest.load(local_path(path))
-    meta = cache_root(cache_dir) / "remote" / str(path).replace("://", "/").strip("/")
+    parts = str(path).replace("://", "/", 1).strip("/").split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise UsageError(f"{path}: not a plain URL of a build folder (an empty, . or .. part)")
+    remote = cache_root(cache_dir) / "remote"
+    meta = remote.joinpath(*parts)
     for name in (MANIFEST_FILE, PLAN_FILE):
         (meta / name).unlink(missing_ok=True)  # always read the small files afresh
-        fetch(path, name, meta / name)
-    return dataclasses.replace(Manifest.load(meta), location=str(path))
+        fetch(path, name, meta / name, within=remote)
+    return dataclasses.replace(Manifest.load(meta, where=str(path)), location=str(path))
 
 
 def fill_bytes(root: str, record: ShardRecord) -> int:
@@ -92,10 +103,14 @@ class SplitStore:
         seq_len: int,
         dtype: str,
         budget: Budget | None = None,
+        vocab_size: int | None = None,
     ):
+        if not NAME_RE.match(source) or split not in SPLITS:  # checked on load: a second guard
+            raise UnsafeBuildError(f"{source!r}/{split!r}: not a source and a split; refused")
         self.root, self.source, self.split = str(root), source, split
         self.rel = f"sources/{source}/{split}"
         self.cache = Path(cache) / source / split
+        self.vocab_size = vocab_size
         self.shards = record.shards
         self.seq_len, self.dtype = seq_len, np.dtype(dtype)
         sizes = [s.samples for s in self.shards]
@@ -120,7 +135,26 @@ class SplitStore:
         return self.cache / "download" / self.shards[sh].file
 
     def _fetch(self, sh: int) -> Path:
-        return fetch(self.root, f"{self.rel}/{self.shards[sh].file}", self.download_path(sh))
+        rec = self.shards[sh]
+        rel = f"{self.rel}/{rec.file}"
+        return fetch(self.root, rel, self.download_path(sh), within=self.cache, size=rec.bytes)
+
+    def _read(self, sh: int) -> tuple[Path, ShardReader]:
+        """Fetch shard ``sh``, check it against the manifest (sha256, then decompressed to
+        exactly its declared size, its layout, blocks and document starts), and parse it."""
+        rec = self.shards[sh]
+        src = self._fetch(sh)
+        if sha256_file(src) != rec.sha256:
+            raise OutputError(
+                f"{src}: shard does not match the manifest (sha256 differs): it is corrupted or"
+                " was altered; rebuild the output or restore the file"
+            )
+        reader = read_shard_file(
+            src, seq_len=self.seq_len, dtype=self.dtype.str, raw_bytes=rec.raw_bytes
+        )
+        if len(reader) != rec.samples:
+            raise OutputError(f"{src}: {len(reader)} blocks, the manifest says {rec.samples}")
+        return src, reader
 
     def gather(self, blocks: np.ndarray, out: np.ndarray, at: np.ndarray) -> list[np.ndarray]:
         """Copy the token ids of ``blocks`` into ``out[at]`` (widened to ``out``'s dtype);
@@ -158,7 +192,7 @@ class SplitStore:
     def block(self, i: int) -> Block:
         """One block with its document starts, straight from its shard (for inspection)."""
         sh = int(np.searchsorted(self.bounds, i, side="right") - 1)
-        reader = read_shard_file(self._fetch(sh), seq_len=self.seq_len, dtype=self.dtype.str)
+        _, reader = self._read(sh)
         b = reader.block(i - int(self.bounds[sh]))
         return Block(np.array(b.input_ids), np.array(b.starts))
 
@@ -200,16 +234,12 @@ class SplitStore:
             *self.cache.glob("shard-*.ready"),
         ]:
             stale.unlink(missing_ok=True)
-        src = self._fetch(sh)
-        if sha256_file(src) != rec.sha256:
-            raise OutputError(
-                f"{src}: shard does not match the manifest (sha256 differs): it is corrupted or"
-                " was altered; rebuild the output or restore the file"
-            )
-        reader = read_shard_file(src, seq_len=self.seq_len, dtype=self.dtype.str)
-        if len(reader) != rec.samples:
-            raise OutputError(f"{src}: {len(reader)} blocks, the manifest says {rec.samples}")
-        pieces = encode(reader.all_ids(), *reader.all_starts())
+        check_room(self.cache, fill_bytes(self.root, rec), f"shard {sh} of {self.rel}")
+        src, reader = self._read(sh)
+        ids, (rows, cols) = reader.all_ids(), reader.all_starts()
+        self._check_blocks(src, ids, rows, cols)
+        check_room(self.cache, file_size(ids, rows), f"shard {sh} of {self.rel}")
+        pieces = encode(ids, rows, cols)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.cache)
         try:
             os.chmod(tmp, 0o644)  # readable like any other file, not mkstemp's 0600
@@ -231,6 +261,20 @@ class SplitStore:
         assert m is not None, tmp  # just written whole
         m.path = path
         return m
+
+    def _check_blocks(self, src: Path, ids: np.ndarray, rows, cols) -> None:
+        """Ids inside the vocabulary (an id beyond it would crash the trainer's embedding)
+        and document starts inside their blocks (else position ids would run over): two
+        vectorized passes, once per shard."""
+        block = bad_starts(rows, cols, self.seq_len)
+        if block is not None:
+            raise OutputError(f"{src}: block {block} has invalid document starts; refused")
+        top = int(ids.max()) if ids.size else 0
+        if self.vocab_size is not None and top >= self.vocab_size:
+            raise OutputError(
+                f"{src}: token id {top} is beyond the build's vocabulary of {self.vocab_size:,}"
+                " ids; refused (corrupted or altered)"
+            )
 
     def _drop_removed(self) -> None:
         """Forget mappings whose file was evicted and that were not read since the last check,

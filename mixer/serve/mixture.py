@@ -267,6 +267,7 @@ class StreamingMixture(IterableDataset):
                 seq_len=self.plan.seq_len,
                 dtype=self.manifest.dtype,
                 budget=self._budget,
+                vocab_size=self.manifest.tokenizer.vocab_size,
             )
         return self._stores[name]
 

@@ -43,6 +43,11 @@ def layout(blocks: int, seq_len: int, itemsize: int, starts: int) -> tuple[int, 
     return ptr, first, first + starts * start_dtype(seq_len).itemsize
 
 
+def file_size(ids: np.ndarray, rows: np.ndarray) -> int:
+    """Bytes of the cache file of ``ids`` ``[blocks, seq_len]`` with ``rows.size`` starts."""
+    return layout(ids.shape[0], ids.shape[1], ids.itemsize, rows.size)[2]
+
+
 def encode(ids: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list[bytes | memoryview]:
     """The file's bytes, in pieces: ``ids`` ``[blocks, seq_len]``, starts as (block, offset)
     pairs sorted by block."""

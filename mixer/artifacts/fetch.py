@@ -1,0 +1,86 @@
+"""Files of a build as local paths: read in place, or downloaded into the cache, never outside.
+
+A build read from a bucket is data written by someone else: every relative path it leads to is
+checked to be plain components (`_relative`), and every path is resolved and checked to stay
+inside its root (`inside`: the build's folder for a read, the cache for a download) before
+anything is opened. Remote downloads go through mosaicml-streaming's downloaders (its
+credentials, retries, endpoints), imported only here and only when a build is remote.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mixer.errors import OutputError, UnsafeBuildError
+
+
+def is_remote(root: str) -> bool:
+    """True for URLs that mosaicml-streaming downloads (s3://, gs://, oci://, hf://, ...)."""
+    return "://" in str(root) and not str(root).startswith("file://")
+
+
+def local_path(root: str) -> Path:
+    return Path(str(root)[len("file://") :] if str(root).startswith("file://") else root)
+
+
+def inside(path: Path, root: Path, what: str) -> Path:
+    """``path`` if it resolves (symbolic links followed) inside ``root``, else UnsafeBuildError:
+    the second guard, where a path is joined, behind the checks made when a file is loaded."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if not resolved.is_relative_to(base):
+        raise UnsafeBuildError(
+            f"{path}: {what} resolves to {resolved}, outside {base}; refused (a build's files"
+            " stay inside it, and what is fetched for it inside the cache)"
+        )
+    return resolved
+
+
+def _relative(rel: str) -> str:
+    """``rel`` if it is plain relative path components (no ``..``, no root, no scheme)."""
+    parts = rel.split("/")
+    bad = rel.startswith("/") or "\\" in rel or ":" in rel
+    if bad or any(p in ("", ".", "..") for p in parts):
+        raise UnsafeBuildError(f"{rel!r}: not a plain relative path inside a build; refused")
+    return rel
+
+
+def fetch(root: str, rel: str, dest: Path, *, within: Path, size: int | None = None) -> Path:
+    """``root/rel`` as a local file: the file itself if local (it must resolve inside the
+    build), else downloaded once to ``dest`` (inside ``within``, the cache) with
+    mosaicml-streaming's downloaders (its credentials, retries and endpoints). ``size``: the
+    bytes the manifest declares, checked before the file is used."""
+    _relative(rel)
+    if not is_remote(root):
+        base = local_path(root)
+        path = base / rel
+        if not path.exists():
+            raise OutputError(f"{path}: file is missing from the build; rebuild or restore it")
+        inside(path, base, "a file of the build")
+        return path
+    inside(dest, within, "a download")
+    if not dest.exists():
+        _download(root, rel, dest)
+    got = dest.stat().st_size
+    if size is not None and got != size:
+        dest.unlink(missing_ok=True)
+        raise OutputError(
+            f"{str(root).rstrip('/')}/{rel}: {got:,} bytes, the manifest says {size:,}: it was"
+            " altered or is still being uploaded"
+        )
+    return dest
+
+
+def _download(root: str, rel: str, dest: Path) -> None:
+    # The downloader writes the whole object: its size is checked after (a remote object
+    # larger than declared takes its size on disk until then; see README, untrusted builds).
+    from streaming.base.storage import CloudDownloader
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        CloudDownloader.direct_download(f"{str(root).rstrip('/')}/{rel}", str(tmp))
+    except Exception as e:  # noqa: BLE001 (each storage backend raises its own types)
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{root}/{rel}: cannot download ({type(e).__name__}: {e})") from None
+    os.replace(tmp, dest)
