@@ -9,7 +9,7 @@ The flow, and where each step lives::
                    _inputs  build.cut                    build.tiktoken_fast, tiktoken_vocab)
                  manifest.json (artifacts.manifest) + plan.json (artifacts.planfile, plan)
                  -> StreamingMixture (serve.mixture over serve.cache, serve.shardfile,
-                    serve.budget, serve.positions, serve.buffers; resume states: serve.state)
+                    serve.cache_limit, serve.positions, serve.buffers; resume states: serve.state)
                  -> MixerLoader (serve.loader) or the trainer's own DataLoader -> the trainer
                     (integrations.litgpt, integrations.hf: trainer-specific adapters)
                  -> mixer stats / inspect / verify (report)

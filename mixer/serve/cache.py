@@ -16,7 +16,7 @@ Layout: ``<cache_dir>/<manifest fingerprint[:16]>/<source>/<split>/shard-NNNNNN-
 derived in one place (`SplitStore.shard_path`), from names checked on load and again here and
 in `mixer.artifacts.fetch` (every path resolved inside the cache or the build), and a shard is
 fetched and decompressed in one place (`SplitStore._fill`). Several processes may share the
-folder; `mixer.serve.budget` holds the protocol that makes filling and the optional size limit
+folder; `mixer.serve.cache_limit` holds the protocol that makes filling and the optional size limit
 (``cache_limit``) safe.
 """
 
@@ -38,7 +38,7 @@ from mixer.artifacts.planfile import FILENAME as PLAN_FILE
 from mixer.artifacts.shards import Block, ShardReader, bad_starts, read_shard_file
 from mixer.errors import OutputError, UnsafeBuildError, UsageError
 from mixer.identity import sha256_file
-from mixer.serve.budget import Budget, check_room, locked
+from mixer.serve.cache_limit import CacheLimit, check_room, locked
 from mixer.serve.shardfile import CachedShard, encode, file_size
 
 
@@ -102,7 +102,7 @@ class SplitStore:
         record: SplitRecord,
         seq_len: int,
         dtype: str,
-        budget: Budget | None = None,
+        budget: CacheLimit | None = None,
         vocab_size: int | None = None,
     ):
         if not NAME_RE.match(source) or split not in SPLITS:  # checked on load: a second guard
@@ -115,7 +115,7 @@ class SplitStore:
         self.seq_len, self.dtype = seq_len, np.dtype(dtype)
         sizes = [s.samples for s in self.shards]
         self.bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.budget = budget or Budget(Path(cache).parent, None)
+        self.budget = budget or CacheLimit(Path(cache).parent, None)
         self._maps: dict[int, CachedShard] = {}
         self._recent: set[int] = set()  # shards read since the last check for evicted ones
         self._generation = self.budget.generation

@@ -16,9 +16,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mixer.artifacts.planfile import load_plan, val_plan
 from mixer.errors import StateError, UsageError
 from mixer.serve import state
-from mixer.serve.budget import Budget, parse_limit
 from mixer.serve.buffers import Buffers
 from mixer.serve.cache import SplitStore, cache_root, check_limit, open_build
+from mixer.serve.cache_limit import CacheLimit, parse_limit
 from mixer.serve.positions import positions_of_starts
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
@@ -86,7 +86,7 @@ class StreamingMixture(IterableDataset):
         self._yielded = 0  # samples this process handed out in this iteration
         self._exhausted = False  # this iteration reached its end (a short last batch is whole)
         self._stores: dict[str, SplitStore] = {}
-        self._budget: Budget | None = None
+        self._budget: CacheLimit | None = None
         self._buffers = Buffers()
 
     # -- what the plan says ---------------------------------------------------------------
@@ -257,7 +257,7 @@ class StreamingMixture(IterableDataset):
     def _store(self, name: str) -> SplitStore:
         if name not in self._stores:
             if self._budget is None:
-                self._budget = Budget(self.cache_dir.parent, self.cache_limit)
+                self._budget = CacheLimit(self.cache_dir.parent, self.cache_limit)
             self._stores[name] = SplitStore(
                 root=self.manifest.location,
                 cache=self.cache_dir,

@@ -11,7 +11,7 @@ So a shard takes its token bytes plus 4 bytes per block and 2 per document start
 token bytes for 2048-token blocks of uint16 ids and 1,500-token documents (position ids are
 derived per batch, `mixer.serve.positions`). A file is written whole under a temporary name and
 renamed into place, so a file under its final name is always complete; it is never modified
-afterwards, only removed (see `mixer.serve.budget` for why a reader can never see it change).
+afterwards, only removed (see `mixer.serve.cache_limit` for why a reader can never see it change).
 """
 
 from __future__ import annotations

@@ -330,10 +330,10 @@ def test_a_shard_with_impossible_blocks_is_refused(out, s3, tmp_path, what, mess
 
 
 def test_the_cache_file_is_created_only_with_room_for_it(out, tmp_path, monkeypatch):
-    import mixer.serve.budget
+    import mixer.serve.cache_limit
 
     usage = shutil._ntuple_diskusage(1 << 30, (1 << 30) - 1000, 1000)  # 1,000 bytes free
-    monkeypatch.setattr(mixer.serve.budget.shutil, "disk_usage", lambda path: usage)
+    monkeypatch.setattr(mixer.serve.cache_limit.shutil, "disk_usage", lambda path: usage)
     ds = StreamingMixture(out, cache_dir=tmp_path / "c")
     with pytest.raises(OutputError, match=r"\(No space left: shard \d+ of sources/\w+/train needs"):
         next(iter(ds))

@@ -17,7 +17,7 @@ import mixer.serve.mixture as mixture_mod
 from mixer import StreamingMixture
 from mixer.artifacts.manifest import Manifest
 from mixer.errors import OutputError, UsageError
-from mixer.serve.budget import parse_limit
+from mixer.serve.cache_limit import parse_limit
 from tests.faults.test_disk import mounted
 from tests.helpers import build_demo, qwen_tiktoken_file
 

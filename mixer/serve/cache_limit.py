@@ -89,7 +89,7 @@ def locked(path: Path, blocking: bool = True):
         os.close(fd)
 
 
-class Budget:
+class CacheLimit:
     """One process's view of a cache folder's limit: recency, reservations and eviction."""
 
     def __init__(self, root: Path, limit: int | None):
