@@ -20,6 +20,12 @@ if "MIXER_TEST_HF_HOME" not in os.environ:
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = os.environ["MIXER_TEST_HF_HOME"]
+# mixer's own cache (shards of builds served without a cache_dir, converted tiktoken
+# vocabularies) private too: tests never read what an earlier run left in ~/.cache/mixer.
+if "MIXER_TEST_CACHE" not in os.environ:
+    os.environ["MIXER_TEST_CACHE"] = tempfile.mkdtemp(prefix="mixer-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MIXER_TEST_CACHE"], ignore_errors=True)
+os.environ["MIXER_CACHE"] = os.environ["MIXER_TEST_CACHE"]
 
 
 def qwen_tiktoken_file() -> Path:

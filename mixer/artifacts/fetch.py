@@ -15,6 +15,12 @@ from pathlib import Path
 from mixer.errors import OutputError, UnsafeBuildError
 
 
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """mixer's cache: ``cache_dir``, $MIXER_CACHE or ~/.cache/mixer. Fetched and unpacked
+    shards go to a folder per build; converted tiktoken vocabularies to ``tokenizers/``."""
+    return Path(cache_dir or os.environ.get("MIXER_CACHE") or Path.home() / ".cache" / "mixer")
+
+
 def is_remote(root: str) -> bool:
     """True for URLs that mosaicml-streaming downloads (s3://, gs://, oci://, hf://, ...)."""
     return "://" in str(root) and not str(root).startswith("file://")

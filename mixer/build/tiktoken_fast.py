@@ -188,7 +188,7 @@ def _same(a, la, b, lb, i) -> bool:
     return la[i] == lb[i] and np.array_equal(a[sa : sa + la[i]], b[sb : sb + lb[i]])
 
 
-def sample_texts(recipe: Recipe, units: dict[str, list[Unit]], chars: int = 200_000) -> list[str]:
+def sample_texts(recipe: Recipe, units: dict[str, list[Unit]], chars: int = 64_000) -> list[str]:
     """The first documents of each source to build (about ``chars`` characters each), for
     the check that the fast encoding backend gives the same ids."""
     out = []

@@ -20,6 +20,7 @@ import numpy as np
 from mixer.build.tiktoken_vocab import (  # noqa: F401 (re-exported)
     PATTERNS,
     SPECIALS,
+    converted_json,
     read_tiktoken_ranks,
     tiktoken_to_tokenizers,
     tiktoken_token_id,
@@ -81,23 +82,29 @@ def _ids(spec: TokenizerSpec, token_to_id, vocab_size: int) -> Ids:
 def load_tokenizer(spec: TokenizerSpec, ranks: dict[bytes, int] | None = None) -> TokenizerInfo:
     """Load the tokenizer a recipe names and resolve its BOS/EOS ids; TokenizerError if it can't.
     ``ranks``: a tiktoken file's ranks, already read."""
-    if spec.kind == "path":
+    tok = None
+    if spec.kind == "tiktoken":  # ids from the ranks; tokenizer.json converted once, then cached
         file = Path(spec.location)
-        tok = _from_file(file)
-    elif spec.kind == "hf":
-        file = _hub_file(spec.location, spec.revision)
-        tok = _from_file(file)
+        ranks = read_tiktoken_ranks(file) if ranks is None else ranks
+        file_sha256 = sha256_file(file)
+        text = converted_json(file, spec.pattern, ranks, file_sha256)
+        vocab_size = tiktoken_vocab_size(ranks, spec.pattern)
+        token_to_id = functools.partial(tiktoken_token_id, ranks, spec.pattern)
     else:
-        file = Path(spec.location)
-        tok = tiktoken_to_tokenizers(file, spec.pattern, ranks)
-    text = tok.to_str()
-    vocab_size = tok.get_vocab_size(with_added_tokens=True)
-    ids = _ids(spec, tok.token_to_id, vocab_size)
+        file = (
+            Path(spec.location) if spec.kind == "path" else _hub_file(spec.location, spec.revision)
+        )
+        tok = _from_file(file)
+        file_sha256 = sha256_file(file)
+        text = tok.to_str()
+        vocab_size = tok.get_vocab_size(with_added_tokens=True)
+        token_to_id = tok.token_to_id
+    ids = _ids(spec, token_to_id, vocab_size)
     return TokenizerInfo(
         kind=spec.kind,
         name=spec.location,
         file=str(file),
-        file_sha256=sha256_file(file),
+        file_sha256=file_sha256,
         fingerprint=hashlib.sha256(text.encode()).hexdigest(),
         vocab_size=vocab_size,
         bos=spec.bos,

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from mixer.artifacts.checks import NAME_RE
-from mixer.artifacts.fetch import fetch, is_remote, local_path
+from mixer.artifacts.fetch import cache_root, fetch, is_remote, local_path
 from mixer.artifacts.manifest import FILENAME as MANIFEST_FILE
 from mixer.artifacts.manifest import SPLITS, Manifest, ShardRecord, SplitRecord
 from mixer.artifacts.planfile import FILENAME as PLAN_FILE
@@ -40,11 +40,6 @@ from mixer.errors import OutputError, UnsafeBuildError, UsageError
 from mixer.identity import sha256_file
 from mixer.serve.cache_limit import CacheLimit, check_room, locked
 from mixer.serve.shardfile import CachedShard, encode, file_size
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where fetched and unpacked shards go: ``cache_dir``, $MIXER_CACHE or ~/.cache/mixer."""
-    return Path(cache_dir or os.environ.get("MIXER_CACHE") or Path.home() / ".cache" / "mixer")
 
 
 def open_build(path: str, cache_dir: str | os.PathLike | None = None) -> Manifest:

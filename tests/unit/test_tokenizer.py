@@ -144,3 +144,37 @@ def test_tiktoken_errors(tmp_path):
     bad.write_text("not base64 at all\n")
     with pytest.raises(TokenizerError, match=r"x\.tiktoken:1: not a tiktoken BPE file"):
         load_tokenizer(TokenizerSpec(kind="tiktoken", location=str(bad), pattern="qwen"))
+
+
+def qwen_spec() -> TokenizerSpec:
+    return TokenizerSpec(kind="tiktoken", location=str(qwen_tiktoken_file()), pattern="qwen")
+
+
+def test_a_tiktoken_conversion_is_made_once_then_read_from_the_cache(qwen, tmp_path, monkeypatch):
+    import mixer.build.tiktoken_vocab as vocab
+
+    monkeypatch.setenv("MIXER_CACHE", str(tmp_path))
+    first = load_tokenizer(qwen_spec())
+    (cached,) = (tmp_path / "tokenizers").glob("*.json")
+    monkeypatch.setattr(vocab, "tiktoken_to_tokenizers", lambda *a: pytest.fail("converted"))
+    again = load_tokenizer(qwen_spec())
+    assert again.json == first.json == qwen.json  # the same tokenizer.json, byte for byte
+    assert again.fingerprint == first.fingerprint == qwen.fingerprint
+    assert cached.name.split(".")[1] == first.fingerprint  # its name carries its sha256
+
+
+def test_a_damaged_cached_conversion_is_made_again(qwen, tmp_path, monkeypatch):
+    monkeypatch.setenv("MIXER_CACHE", str(tmp_path))
+    load_tokenizer(qwen_spec())
+    (cached,) = (tmp_path / "tokenizers").glob("*.json")
+    cached.write_text(qwen.json.replace('"<|endoftext|>"', '"<|endoftext|> "', 1))
+    assert load_tokenizer(qwen_spec()).fingerprint == qwen.fingerprint
+    (again,) = (tmp_path / "tokenizers").glob("*.json")
+    assert again.read_text() == qwen.json
+
+
+def test_a_cache_that_cannot_be_written_costs_only_time(qwen, tmp_path, monkeypatch):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("MIXER_CACHE", str(blocked))  # tokenizers/ cannot be made under a file
+    assert load_tokenizer(qwen_spec()).fingerprint == qwen.fingerprint
