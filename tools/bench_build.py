@@ -231,6 +231,7 @@ def main() -> None:
         res["fixed_cost"] = {
             "demo": fixed_costs(REPO / "recipes" / "demo.yaml", root / "out-demo"),
             "1mb_qwen": fixed_costs(write_recipe(small), small / "out"),
+            "1mb_qwen_first_build": fixed_costs(write_recipe(small), small / "out", first=True),
         }
     if args.scale:
         for mult in (1, 10):

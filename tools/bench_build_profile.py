@@ -142,17 +142,26 @@ def profile(recipe: Path, out: Path) -> dict:
     }
 
 
-def fixed_costs(recipe: Path, out: Path) -> dict:
+def fixed_costs(recipe: Path, out: Path, first: bool = False) -> dict:
     """The fixed cost of a small build: the whole command (median of 3 fresh processes) and its
-    parts: interpreter start, imports, then the phases of an in-process run."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    parts: interpreter start, imports, then the phases of an in-process run. ``first``: each
+    run with an empty mixer cache (a tiktoken file's first build converts its vocabulary)."""
+    import atexit
+    import tempfile
+
+    def environ() -> dict:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        if first:
+            env["MIXER_CACHE"] = tempfile.mkdtemp(prefix="mixer-bench-cache-")
+            atexit.register(shutil.rmtree, env["MIXER_CACHE"], ignore_errors=True)
+        return env
 
     def wall(args: list[str]) -> float:
         runs = []
         for _ in range(3):
             shutil.rmtree(out, ignore_errors=True)
             t = time.perf_counter()
-            subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True)
+            subprocess.run(args, cwd=REPO, env=environ(), check=True, capture_output=True)
             runs.append(time.perf_counter() - t)
         return sorted(runs)[1]
 
@@ -168,7 +177,7 @@ def fixed_costs(recipe: Path, out: Path) -> dict:
     got = subprocess.run(
         py + ["-c", code, str(recipe), str(out), str(REPO)],
         cwd=REPO,
-        env=env,
+        env=environ(),
         check=True,
         capture_output=True,
         text=True,
