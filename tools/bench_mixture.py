@@ -279,7 +279,7 @@ def cache_sizes(root: Path, mb: int) -> dict:
     from mixer.recipe import load_recipe
     from mixer.serve.cache import SplitStore
     from tools.bench_build import make_corpus
-    from tools.bench_build import recipe as qwen_recipe
+    from tools.bench_build import write_recipe as qwen_recipe
 
     make_corpus(root / "qwen", mb)
     recipes = {

@@ -70,3 +70,11 @@ def test_serving_benchmark_runs_and_serves_the_planned_shares(tmp_path):
     assert res["mixer_replay_share"] == pytest.approx(0.05)
     assert res["mixer"] > 0 and res["memmap"] > 0 and res["mixer_loader"] > 0
     assert res["disk_mixer_cache_bytes"] <= 1.1 * res["mixer_train_token_bytes"]
+
+
+def test_cache_size_benchmark_runs_and_the_cache_is_the_tokens(tmp_path):
+    res = _run(tmp_path, "bench_mixture.py", "--sizes", "1")
+    for name in ("demo", "qwen"):
+        assert res[f"{name}_tokens"] > 0
+        assert res[f"{name}_cache_bytes"] <= 1.1 * res[f"{name}_token_bytes"]
+    assert res["qwen_dtype"] == "uint32" and res["demo_dtype"] == "uint16"
