@@ -197,21 +197,9 @@ class Manifest:
             raise OutputError(f"{root}: no such output folder (run `mixer build` first)")
         if where is not None:
             path = f"{where.rstrip('/')}/{FILENAME}"
-        try:
-            data = read_record(root / FILENAME)
-        except FileNotFoundError:
-            raise OutputError(
-                f"{where or root}: not a complete mixer build (no {FILENAME}); rerun `mixer build`"
-            ) from None
-        except (OSError, ValueError, RecursionError) as e:
-            raise OutputError(f"{path}: unreadable manifest ({str(e)[:200]})") from None
-        fmt = data.get("format") if isinstance(data, dict) else None
-        if fmt != FORMAT:
-            newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT
-            raise OutputError(
-                f"{path}: manifest format {fmt!r} is not {FORMAT}; "
-                + ("upgrade mixer to read it" if newer else "rebuild with this version of mixer")
-            )
+        missing = f"{where or root}: not a complete mixer build (no {FILENAME})"
+        missing += "; rerun `mixer build`"
+        data = load_record(root / FILENAME, path, "manifest", FORMAT, missing)
         try:
             manifest = cls.from_dict(data, root, check=False)
             if manifest.fingerprint != manifest.computed_fingerprint():
@@ -249,6 +237,26 @@ class Manifest:
 
     def split_dir(self, source: str, split: str) -> Path:
         return self.root / "sources" / source / split
+
+
+def load_record(path: Path, where, what: str, version: int, missing: str) -> dict:
+    """The JSON of a build's record (``what``: "manifest" or "plan") in the ``version`` this
+    mixer reads, else a one-line OutputError naming ``where`` (``missing``: the message for no
+    file at all)."""
+    try:
+        data = read_record(path)
+    except FileNotFoundError:
+        raise OutputError(missing) from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise OutputError(f"{where}: unreadable {what} ({str(e)[:200]})") from None
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt != version:
+        newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > version
+        raise OutputError(
+            f"{where}: {what} format {fmt!r} is not {version}; "
+            + ("upgrade mixer to read it" if newer else "rebuild with this version of mixer")
+        )
+    return data
 
 
 def read_record(path: Path):

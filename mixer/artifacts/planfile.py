@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from mixer.artifacts.checks import check_plan
-from mixer.artifacts.manifest import Manifest, read_record, refused, write_atomic
+from mixer.artifacts.manifest import Manifest, load_record, refused, write_atomic
 from mixer.errors import OutputError
 from mixer.plan import FORMAT, Allocation, PhaseWeights, Plan, make_plan, planned_samples
 from mixer.typed import FieldError
@@ -112,21 +112,8 @@ def load_plan(manifest: Manifest) -> Plan:
     plan that would serve other blocks than the manifest's is refused, fingerprints or not."""
     path = manifest.root / FILENAME
     where = path if manifest.location == str(manifest.root) else f"{manifest.location}/{FILENAME}"
-    try:
-        data = read_record(path)
-    except FileNotFoundError:
-        raise OutputError(
-            f"{manifest.location}: not a complete mixer build (no {FILENAME})"
-        ) from None
-    except (OSError, ValueError, RecursionError) as e:
-        raise OutputError(f"{where}: unreadable plan ({str(e)[:200]})") from None
-    fmt = data.get("format") if isinstance(data, dict) else None
-    if fmt != FORMAT:
-        newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > FORMAT
-        raise OutputError(
-            f"{where}: plan format {fmt!r} is not {FORMAT}; "
-            + ("upgrade mixer to read it" if newer else "rebuild with this version of mixer")
-        )
+    missing = f"{manifest.location}: not a complete mixer build (no {FILENAME})"
+    data = load_record(path, where, "plan", FORMAT, missing)
     try:
         plan = Plan.from_dict(data)
         if data.get("fingerprint") != plan.fingerprint:
