@@ -123,7 +123,10 @@ class SourceRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TokenizerRecord:
+class TokenizerFields:
+    """A tokenizer's identity and the ids a build adds: the manifest's `TokenizerRecord`, and
+    the build's loaded tokenizer (`mixer.build.tokenizer.TokenizerInfo`)."""
+
     kind: str  # "path", "hf" or "tiktoken"
     name: str
     file: str
@@ -136,6 +139,10 @@ class TokenizerRecord:
     eos_id: int | None
     pad_id: int
     dtype: str  # "uint16" when every id fits, else "uint32"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerRecord(TokenizerFields):
     identity: dict[str, Any]  # what determines the ids, known before loading the tokenizer
     files: dict[str, str]  # tokenizer/ files of the output -> sha256
 

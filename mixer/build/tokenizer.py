@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
+from mixer.artifacts.manifest import TokenizerFields
 from mixer.build.tiktoken_vocab import (  # noqa: F401 (re-exported)
     PATTERNS,
     SPECIALS,
@@ -36,26 +37,16 @@ BOS_NAMES = ("<|begin_of_text|>", "<s>", "<bos>", "<|startoftext|>", "<|endoftex
 
 
 @dataclass(frozen=True, kw_only=True)
-class TokenizerInfo:
-    """A loaded tokenizer's identity, as recorded in the manifest."""
+class TokenizerInfo(TokenizerFields):
+    """A loaded tokenizer: what the manifest records of it (``name``: the file path or hub name
+    the recipe gave, ``file``: the file read, copied into the output), its serialization and
+    the loaded object."""
 
-    kind: str
-    name: str  # the file path or hub name the recipe gave
-    file: str | None  # the file it was read from (copied into the output)
-    file_sha256: str | None
-    fingerprint: str  # sha256 of the canonical tokenizer.json: equal ids <=> equal fingerprint
-    vocab_size: int
-    bos: bool
-    eos: bool
-    bos_id: int | None
-    eos_id: int | None
-    pad_id: int
-    dtype: str  # "uint16" when every id fits, else "uint32"
     json: str  # the tokenizers serialization (not in the manifest: it is a file of the output)
     tokenizer: object = field(default=None, repr=False, compare=False)  # the loaded object
 
     def to_manifest(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("json", "tokenizer")}
+        return {f.name: getattr(self, f.name) for f in fields(TokenizerFields)}
 
 
 @dataclass(frozen=True, kw_only=True)
