@@ -77,7 +77,7 @@ def build(
     """Build RECIPE into tokenized, packed MDS shards with a manifest."""
     if address and engine != "ray":
         raise click.UsageError("--address is the Ray cluster's: give it with --engine ray")
-    from mixer.build import build as run_build
+    from mixer.builder import build as run_build
     from mixer.recipe import load_recipe
 
     r = load_recipe(recipe, output=output)
@@ -99,7 +99,7 @@ def build(
 @_friendly
 def validate(recipe: str) -> None:
     """Check RECIPE (keys, values, files, tokenizer) without building."""
-    from mixer.build.tokenizer import load_tokenizer
+    from mixer.builder.tokenizer import load_tokenizer
     from mixer.recipe import load_recipe
 
     r = load_recipe(recipe)

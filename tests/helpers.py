@@ -61,7 +61,7 @@ def demo_recipe(root: Path, weights: dict[str, float] | None = None, **top) -> d
 
 def build_demo(root: Path, weights: dict[str, float] | None = None, **top) -> Path:
     """Build :func:`demo_recipe` in-process (one worker, no progress); the output folder."""
-    from mixer.build import build
+    from mixer.builder import build
     from mixer.recipe import parse_recipe
 
     recipe = demo_recipe(root, weights, **top)

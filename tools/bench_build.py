@@ -50,8 +50,8 @@ def qwen_file() -> str:
 
 def make_corpus(root: Path, mb: float, only: str | None = None) -> None:
     """One .jsonl file per source, mb/3 MB each (or one source of mb MB)."""
-    from mixer.build.readers import read_unit
-    from mixer.build.units import plan_units
+    from mixer.builder.readers import read_unit
+    from mixer.builder.units import plan_units
     from mixer.recipe import load_recipe
 
     demo = load_recipe(REPO / "recipes" / "demo.yaml")
@@ -87,8 +87,8 @@ def write_recipe(root: Path, sources=SOURCES) -> Path:
 def _share(args: tuple[list[str], int, int]) -> tuple[int, int]:
     """One ceiling process: its byte share of every file -> (tokens, UTF-8 bytes of text)."""
     files, i, procs = args
-    import mixer.build.tiktoken_fast as fast
-    from mixer.build.tokenizer import PATTERNS
+    import mixer.builder.tiktoken_fast as fast
+    from mixer.builder.tokenizer import PATTERNS
 
     spec = fast.TiktokenSpec(pattern=PATTERNS["qwen"], rank_file=qwen_file())
     encode, none = (

@@ -81,14 +81,14 @@ class _TimedCompressor:
 
 def _instrument() -> Timers:
     import mixer.artifacts.shards as shards
-    import mixer.build as build
-    import mixer.build.merge as merge
-    import mixer.build.outdir as outdir
-    import mixer.build.reuse as reuse
-    import mixer.build.tiktoken_fast as fast
-    import mixer.build.tokenizer as tokenizer
-    import mixer.build.tokenizing as tokenize
-    import mixer.build.worker as worker
+    import mixer.builder as build
+    import mixer.builder.merge as merge
+    import mixer.builder.outdir as outdir
+    import mixer.builder.reuse as reuse
+    import mixer.builder.tiktoken_fast as fast
+    import mixer.builder.tokenizer as tokenizer
+    import mixer.builder.tokenizing as tokenize
+    import mixer.builder.worker as worker
 
     t = Timers()
     t.wrap(build, "build", "other (units, bookkeeping, ...)")
@@ -125,7 +125,7 @@ def _instrument() -> Timers:
 
 def profile(recipe: Path, out: Path) -> dict:
     """Seconds and shares per phase of one in-process build with one worker."""
-    import mixer.build as build
+    import mixer.builder as build
     from mixer.recipe import load_recipe
 
     t = _instrument()
@@ -168,7 +168,7 @@ def fixed_costs(recipe: Path, out: Path, first: bool = False) -> dict:
     py = [sys.executable]
     command = wall(py + ["-m", "mixer.cli", "build", str(recipe), "-o", str(out), "--no-progress"])
     start = wall(py + ["-c", "pass"])
-    imports = wall(py + ["-c", "import mixer.cli, mixer.build"]) - start
+    imports = wall(py + ["-c", "import mixer.cli, mixer.builder"]) - start
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[3]);"
         "from tools.bench_build_profile import phases;"
@@ -194,7 +194,7 @@ def fixed_costs(recipe: Path, out: Path, first: bool = False) -> dict:
 
 def phases(recipe: str, out: str) -> dict:
     """Phases of one in-process build (a fresh interpreter, default workers)."""
-    import mixer.build as build
+    import mixer.builder as build
     from mixer.recipe import load_recipe
 
     t = _instrument()

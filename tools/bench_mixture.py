@@ -68,7 +68,7 @@ def make_tokenizer(path: Path) -> None:
 
 
 def build(root: Path, blocks: int) -> Path:
-    from mixer.build import build as run
+    from mixer.builder import build as run
     from mixer.recipe import parse_recipe
 
     make_corpus(root, blocks)
@@ -275,7 +275,7 @@ def cache_sizes(root: Path, mb: int) -> dict:
     8,192-id tokenizer: uint16 ids, 256-token blocks) and tools/bench_build.py's corpus of
     ``mb`` MB with Qwen's vocabulary (151,646 ids: uint32, 2048-token blocks)."""
     from mixer.artifacts.manifest import Manifest
-    from mixer.build import build as run
+    from mixer.builder import build as run
     from mixer.recipe import load_recipe
     from mixer.serve.cache import SplitStore
     from tools.bench_build import make_corpus

@@ -32,7 +32,7 @@ from mixer.typed import FieldError
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # the recipe's (mixer.recipe._NAME_RE)
 SHARD_FILE_RE = re.compile(r"^shard\.[0-9]{5,9}\.mds\.zstd$")  # ShardWriter's names
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")  # a sha256 (hex), as every fingerprint and hash
-REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # a skip reason (mixer.build.readers.REASONS)
+REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # a skip reason (mixer.builder.readers.REASONS)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # would reach a terminal through a report
 
 MAX_SEQ_LEN = 1 << 24

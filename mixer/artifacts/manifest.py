@@ -109,7 +109,7 @@ class TakeRecord:
 @dataclass(frozen=True, kw_only=True)
 class SourceRecord:
     weight: float | None  # None when the recipe gives the weights per phase
-    key: str  # what the blocks depend on (mixer.build.reuse.source_key)
+    key: str  # what the blocks depend on (mixer.builder.reuse.source_key)
     inputs: Inputs
     validation: ValidationRecord
     skipped: dict[str, int]  # reason -> documents skipped
@@ -125,7 +125,7 @@ class SourceRecord:
 @dataclass(frozen=True, kw_only=True)
 class TokenizerFields:
     """A tokenizer's identity and the ids a build adds: the manifest's `TokenizerRecord`, and
-    the build's loaded tokenizer (`mixer.build.tokenizer.TokenizerInfo`)."""
+    the build's loaded tokenizer (`mixer.builder.tokenizer.TokenizerInfo`)."""
 
     kind: str  # "path", "hf" or "tiktoken"
     name: str

@@ -88,7 +88,7 @@ class ShardWriter:
         self._size = 8 + len(self._config_data)
 
     def write(self, packed) -> None:
-        """Write a `mixer.build.pack.Packed` (blocks and their document starts)."""
+        """Write a `mixer.builder.pack.Packed` (blocks and their document starts)."""
         blocks = np.ascontiguousarray(packed.blocks, self.dtype)
         block_bytes = self.seq_len * self.dtype.itemsize
         for block, starts in zip(blocks, packed.starts, strict=True):

@@ -4,7 +4,7 @@ Phases: (1) decide, per source, whether its blocks can be reused (same key in th
 replaced, or a ``from:`` build) or must be built; load the tokenizer and plan the units of the
 sources to build (any error here is a recipe mistake, nothing is written); (2) tokenize every
 unit in the executor, spilling ids to a temporary folder next to the output; (3) per source,
-stream the spill files in unit order into packed MDS shards (`mixer.build.merge`), and link the
+stream the spill files in unit order into packed MDS shards (`mixer.builder.merge`), and link the
 reused sources' shards; (4) write the manifest and the plan and publish the folder with a
 rename. Results are merged in unit order, so the bytes written do not depend on the executor.
 """
@@ -24,21 +24,21 @@ from rich.console import Console
 
 from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.planfile import save_plan, train_plan
-from mixer.build import budgeted, reuse
-from mixer.build.budget import Budget, budgets
-from mixer.build.executors import default_workers, emit, worker_state
-from mixer.build.merge import SourceMerge
-from mixer.build.outdir import BuildDir, write_error
-from mixer.build.progress import BuildProgress
-from mixer.build.record import report, source_record, write_manifest
-from mixer.build.schedule import Schedule
-from mixer.build.spill import UnitResult, unit_key
-from mixer.build.tiktoken_fast import TiktokenEncoder, TiktokenSpec
-from mixer.build.tokenizer import BuildTokenizer, Encoder, Ids, TokenizerInfo
-from mixer.build.tokenizer import BuildTokenizer as open_tokenizer
-from mixer.build.tokenizing import reused_loader, tokenize
-from mixer.build.units import Unit, iter_units, plan_units
-from mixer.build.worker import run_unit
+from mixer.builder import budgeted, reuse
+from mixer.builder.budget import Budget, budgets
+from mixer.builder.executors import default_workers, emit, worker_state
+from mixer.builder.merge import SourceMerge
+from mixer.builder.outdir import BuildDir, write_error
+from mixer.builder.progress import BuildProgress
+from mixer.builder.record import report, source_record, write_manifest
+from mixer.builder.schedule import Schedule
+from mixer.builder.spill import UnitResult, unit_key
+from mixer.builder.tiktoken_fast import TiktokenEncoder, TiktokenSpec
+from mixer.builder.tokenizer import BuildTokenizer, Encoder, Ids, TokenizerInfo
+from mixer.builder.tokenizer import BuildTokenizer as open_tokenizer
+from mixer.builder.tokenizing import reused_loader, tokenize
+from mixer.builder.units import Unit, iter_units, plan_units
+from mixer.builder.worker import run_unit
 from mixer.errors import MixerError, RecipeError
 from mixer.recipe import Recipe, SourceSpec
 
@@ -151,7 +151,7 @@ def _decide(
         if s.reuse:
             decisions[s.name] = reuse.Decision(linked=reuse.reference(recipe, s))
             continue
-        if s.take is not None:  # no input hashed: see mixer.build.budgeted
+        if s.take is not None:  # no input hashed: see mixer.builder.budgeted
             linked = budgeted.linkable(prev, recipe, s, ident, takes[s.name])
             decisions[s.name] = reuse.Decision(linked=linked)
             continue

@@ -26,7 +26,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from mixer._take import TakeSpec
+from mixer.recipe.take import TakeSpec
 from mixer.artifacts.manifest import AutoNeed
 from mixer.artifacts.planfile import planned_counts
 from mixer.recipe import Recipe, SourceSpec, ValidationSpec

@@ -9,8 +9,8 @@ import hashlib
 import numpy as np
 
 from mixer.artifacts.manifest import TakeRecord
-from mixer.build.budget import Budget, Meter, taken_mask
-from mixer.build.units import Unit
+from mixer.builder.budget import Budget, Meter, taken_mask
+from mixer.builder.units import Unit
 from mixer.recipe import ValidationSpec
 
 

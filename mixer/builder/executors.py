@@ -3,7 +3,7 @@
 ``map`` yields results in input order whatever order they finish in, so the build's output does
 not depend on the executor or the number of workers; it keeps at most ``WINDOW`` tasks in
 flight. Its items are a feed: an item None means "nothing to start until the next result is
-in" (a budgeted source waits for what its first units hold, `mixer.build.schedule`); a feed
+in" (a budgeted source waits for what its first units hold, `mixer.builder.schedule`); a feed
 says so only while a task is in flight. Workers are started with ``spawn``: the
 parent has used `tokenizers` (whose thread pool does not survive ``fork``), and spawn gives
 each worker a clean interpreter that imports only what a unit needs.

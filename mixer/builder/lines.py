@@ -7,7 +7,7 @@ import gzip
 import io
 from collections.abc import Iterator
 
-from mixer.build.units import Unit
+from mixer.builder.units import Unit
 from mixer.errors import InputError
 from mixer.recipe import file_kind
 

@@ -10,11 +10,11 @@ import numpy as np
 
 from mixer.artifacts.manifest import SplitRecord, ValidationRecord
 from mixer.artifacts.shards import ShardWriter
-from mixer.build.budget import Budget, taken_mask
-from mixer.build.cut import Cut
-from mixer.build.pack import Packer
-from mixer.build.spill import DOC_DTYPE, UnitResult, unit_paths
-from mixer.build.units import Unit
+from mixer.builder.budget import Budget, taken_mask
+from mixer.builder.cut import Cut
+from mixer.builder.pack import Packer
+from mixer.builder.spill import DOC_DTYPE, UnitResult, unit_paths
+from mixer.builder.units import Unit
 from mixer.errors import InputError
 from mixer.recipe import Recipe, SourceSpec, ValidationSpec
 
@@ -78,7 +78,7 @@ class SourceMerge:
     With ``validation: docs: N`` the split threshold depends on every unit taken (the N
     smallest hashes of the source), so such a source is packed once its last unit is in. With
     a ``take`` budget (``cut``), each unit's taken documents are decided as it comes, in unit
-    order (`mixer.build.cut`); once the budget is met the source is closed and later units are
+    order (`mixer.builder.cut`); once the budget is met the source is closed and later units are
     ignored. ``units`` is the number of units, or None until `end` says it (a budgeted source
     plans its units lazily).
     """

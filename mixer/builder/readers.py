@@ -1,4 +1,4 @@
-"""Reading documents: one reader per input type, over one work unit (`mixer.build.units`).
+"""Reading documents: one reader per input type, over one work unit (`mixer.builder.units`).
 
 Readers yield ``(where, text, reason)``: a document (``reason is None``) or a skip with its
 reason; ``where`` is a line, record or row number that :meth:`Unit.locate` turns into
@@ -11,9 +11,9 @@ import io
 import json
 from collections.abc import Iterator
 
-from mixer.build.lines import Cursor, Item, Unreadable, check_text, read_lines
-from mixer.build.text import read_txt
-from mixer.build.units import Unit, load_hf
+from mixer.builder.lines import Cursor, Item, Unreadable, check_text, read_lines
+from mixer.builder.text import read_txt
+from mixer.builder.units import Unit, load_hf
 from mixer.recipe import SourceSpec, file_kind
 
 #: Why a document was skipped (manifest ``skipped`` keys).

@@ -12,8 +12,8 @@ from rich.console import Console
 
 from mixer import __version__
 from mixer.artifacts.manifest import FORMAT, Inputs, Manifest, SourceRecord, TokenizerRecord
-from mixer.build import budgeted, reuse
-from mixer.build.tokenizer import TokenizerInfo
+from mixer.builder import budgeted, reuse
+from mixer.builder.tokenizer import TokenizerInfo
 from mixer.identity import sha256_file
 from mixer.recipe import Recipe
 
@@ -110,7 +110,7 @@ def report(
 
 def source_record(recipe, spec, decision, built: dict, merge, ident) -> SourceRecord:
     """A built source's record: ``built`` the merge's fields; a budgeted source lists the
-    files it read, unhashed (`mixer.build.budgeted`)."""
+    files it read, unhashed (`mixer.builder.budgeted`)."""
     if spec.take is None:
         inputs = Inputs(
             units=merge.total,

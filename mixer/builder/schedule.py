@@ -2,17 +2,17 @@
 its budget is likely to need.
 
 A source with a ``take`` budget that stops reading (tokens, documents, auto) is planned lazily
-(`mixer.build.units.iter_units`: a file is statted and a parquet footer opened only when its
+(`mixer.builder.units.iter_units`: a file is statted and a parquet footer opened only when its
 units are reached) and throttled: before any of its units is in, one unit per worker is
 started; then more only while the units in flight are expected (at the rate per input byte of
 the units taken so far) to bring less than 1.25 times what the budget still lacks. So a 2 GB
 file of which the plan needs 50 MB is read to a little past 50 MB, in time proportional to
 that. Which units run ahead depends on timing; which documents are taken does not
-(`mixer.build.cut`), and a unit's output never depends on it either.
+(`mixer.builder.cut`), and a unit's output never depends on it either.
 
 Units finished by an earlier run (completion records) are handed to the merge as they are
 reached, without running; so are those a budgeted source kept from its previous build
-(`mixer.build.unitcache`): raising a budget tokenizes only the units beyond the old one.
+(`mixer.builder.unitcache`): raising a budget tokenizes only the units beyond the old one.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Iterable, Iterator
 
-from mixer.build.budget import Budget
-from mixer.build.merge import SourceMerge
-from mixer.build.spill import UnitResult
-from mixer.build.units import Unit
+from mixer.builder.budget import Budget
+from mixer.builder.merge import SourceMerge
+from mixer.builder.spill import UnitResult
+from mixer.builder.units import Unit
 from mixer.recipe import SourceSpec
 
 AHEAD = 1.25  # in flight: up to this times what a budget still lacks, by the rate so far
 
 
 class Schedule:
-    """The feed of the executor's ``map`` (`mixer.build.executors`): tasks in order, None to
+    """The feed of the executor's ``map`` (`mixer.builder.executors`): tasks in order, None to
     wait for results. ``load(spec, unit)`` gives a finished unit's result (or None). Each
     result goes to its source's merge; ``built[name]`` is a source's record fields once its
     merge is done."""

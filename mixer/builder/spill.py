@@ -3,7 +3,7 @@
 A unit writes ``NNNNNN.tokens`` (its documents' ids, BOS/EOS included, concatenated) and
 ``NNNNNN.docs`` (per document: the uint64 hash that decides the validation split and a
 ``take: fraction`` sample, its length in tokens, and ``end``: where reading could stop after it,
-a byte of the file as stored or a row, see `mixer.build.lines.Cursor`) into the build's
+a byte of the file as stored or a row, see `mixer.builder.lines.Cursor`) into the build's
 temporary folder; the completion record, written last, makes a rerun reuse the unit.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from mixer.artifacts.manifest import BLOCKS_FORMAT
-from mixer.build.tokenizer import TokenizerInfo
-from mixer.build.units import Unit
+from mixer.builder.tokenizer import TokenizerInfo
+from mixer.builder.units import Unit
 from mixer.identity import digest
 from mixer.recipe import SourceSpec
 

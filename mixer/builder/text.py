@@ -5,8 +5,8 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator
 
-from mixer.build.lines import CONTINUES, PIECE_CHARS, Cursor, Item, check_text, read_lines
-from mixer.build.units import Unit
+from mixer.builder.lines import CONTINUES, PIECE_CHARS, Cursor, Item, check_text, read_lines
+from mixer.builder.units import Unit
 from mixer.recipe import SourceSpec
 
 

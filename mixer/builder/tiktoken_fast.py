@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.build.readers import read_unit
-from mixer.build.tiktoken_vocab import PATTERNS, _byte_encoder, read_tiktoken_ranks
-from mixer.build.tokenizer import BuildTokenizer, Encoder, TokenizerInfo
-from mixer.build.units import Unit
+from mixer.builder.readers import read_unit
+from mixer.builder.tiktoken_vocab import PATTERNS, _byte_encoder, read_tiktoken_ranks
+from mixer.builder.tokenizer import BuildTokenizer, Encoder, TokenizerInfo
+from mixer.builder.units import Unit
 from mixer.errors import TokenizerError
 from mixer.recipe import Recipe
 

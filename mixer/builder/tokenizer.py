@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mixer.artifacts.manifest import TokenizerFields
-from mixer.build.tiktoken_vocab import (  # noqa: F401 (re-exported)
+from mixer.builder.tiktoken_vocab import (  # noqa: F401 (re-exported)
     PATTERNS,
     SPECIALS,
     converted_json,

@@ -1,8 +1,8 @@
 """The tokenizing phase: every unit not finished by an earlier run goes to the executor (in the
-order and as far as `mixer.build.schedule` says), and each unit's result is handed on (to the
+order and as far as `mixer.builder.schedule` says), and each unit's result is handed on (to the
 merge) in unit order as soon as it and those before it are in.
 
-The encoder check (tiktoken against `tokenizers` on sample documents, `mixer.build.tiktoken_fast`)
+The encoder check (tiktoken against `tokenizers` on sample documents, `mixer.builder.tiktoken_fast`)
 and, for a tiktoken file, the building of its tokenizer.json take about 1.5 s for Qwen's
 vocabulary: they run here while the workers already encode with tiktoken. Should the check
 fail, those first units are encoded again with `tokenizers` before anything is kept: no
@@ -16,12 +16,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mixer.build import tiktoken_fast as backend
-from mixer.build.budget import Meter
-from mixer.build.executors import LocalExecutor, RayExecutor
-from mixer.build.progress import BuildProgress
-from mixer.build.schedule import Schedule
-from mixer.build.spill import (
+from mixer.builder import tiktoken_fast as backend
+from mixer.builder.budget import Meter
+from mixer.builder.executors import LocalExecutor, RayExecutor
+from mixer.builder.progress import BuildProgress
+from mixer.builder.schedule import Schedule
+from mixer.builder.spill import (
     DOC_DTYPE,
     UnitResult,
     load_record,
@@ -29,7 +29,7 @@ from mixer.build.spill import (
     save_record,
     unit_paths,
 )
-from mixer.build.tokenizer import BuildTokenizer
+from mixer.builder.tokenizer import BuildTokenizer
 from mixer.errors import TokenizerError
 from mixer.recipe import Recipe
 

@@ -34,7 +34,7 @@ class Unit:
     size: int = 0  # bytes (files) or rows (hf) this unit covers, for progress
 
     def stopped_at(self, end: int) -> str:
-        """Where a document ends, from its ``end`` position (`mixer.build.spill`): a byte of a
+        """Where a document ends, from its ``end`` position (`mixer.builder.spill`): a byte of a
         file (of the compressed file for .gz/.zst), a row of a row group or of a dataset."""
         if self.kind in ("file", "range"):
             return f"{self.path} byte {end:,}"

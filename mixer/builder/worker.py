@@ -1,9 +1,9 @@
 """One work unit, inside a build worker: documents -> token ids -> the unit's spill files
-(`mixer.build.spill`), appended batch by batch: a worker holds one batch (at most
+(`mixer.builder.spill`), appended batch by batch: a worker holds one batch (at most
 ``BATCH_CHARS`` characters) at a time, whatever the size of the unit.
 
 With a ``take`` budget the worker may stop before the unit's end: once what the unit alone
-contributes reaches the whole budget (`mixer.build.budget.Meter`, a lower bound), no document
+contributes reaches the whole budget (`mixer.builder.budget.Meter`, a lower bound), no document
 after it can be taken. The limit is the budget itself, not what is still missing when the unit
 starts, so a unit's output never depends on timing.
 """
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.build.budget import Meter
-from mixer.build.lines import CONTINUES, PIECE_CHARS, Cursor
-from mixer.build.readers import REASONS, read_unit
-from mixer.build.spill import DOC_DTYPE, UnitResult, doc_hash, hash_digest, text_hashes, unit_paths
-from mixer.build.text import split_text
-from mixer.build.tokenizer import Encoder
-from mixer.build.units import Unit
+from mixer.builder.budget import Meter
+from mixer.builder.lines import CONTINUES, PIECE_CHARS, Cursor
+from mixer.builder.readers import REASONS, read_unit
+from mixer.builder.spill import DOC_DTYPE, UnitResult, doc_hash, hash_digest, text_hashes, unit_paths
+from mixer.builder.text import split_text
+from mixer.builder.tokenizer import Encoder
+from mixer.builder.units import Unit
 from mixer.errors import InputError
 from mixer.recipe import SourceSpec
 
@@ -43,7 +43,7 @@ def run_unit(
     limit: tuple[str, float] | None = None,
 ) -> UnitResult:
     """Read, tokenize and spill one unit; ``progress(*event)`` per batch and at the end. The
-    caller writes the completion record (`mixer.build.spill.save_record`) once it has the
+    caller writes the completion record (`mixer.builder.spill.save_record`) once it has the
     result. ``limit``: (measure, amount) of a ``take`` budget that ends the unit early."""
     w = _UnitWriter(unit, spec, encoder, work_dir, strict, keep_smallest, progress)
     if limit is not None:

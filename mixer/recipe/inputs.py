@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixer._yaml import Keys, given
+from mixer.recipe.keys import Keys, given
 from mixer.errors import RecipeError
 
 #: File types a source may list, longest suffix first.

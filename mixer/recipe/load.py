@@ -14,13 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mixer._inputs import FILE_KINDS as FILE_KINDS  # re-exported
-from mixer._inputs import HFSpec, parse_files, parse_hf
-from mixer._inputs import file_kind as file_kind  # re-exported
-from mixer._mixture import MixtureSpec, check_weights, parse_mixture, positive
-from mixer._mixture import PhaseSpec as PhaseSpec  # re-exported: the recipe's records live here
-from mixer._take import TakeSpec, check_take, parse_take
-from mixer._yaml import Keys, given, load_yaml
+from mixer.recipe.inputs import HFSpec, parse_files, parse_hf
+from mixer.recipe.mixture import MixtureSpec, check_weights, parse_mixture, positive
+from mixer.recipe.take import TakeSpec, check_take, parse_take
+from mixer.recipe.keys import Keys, given, load_yaml
 from mixer.errors import RecipeError
 
 TXT_MODES = ("file", "line", "paragraph")
@@ -66,7 +63,7 @@ class SourceSpec:
     reuse: str | None = None  # `from:` another build's folder (resolved) ...
     reuse_source: str | None = None  # ... and the source's name there (default: this name)
     max_epochs: float | None = None  # overrides mixture.max_epochs for this source
-    take: TakeSpec | None = None  # read only part of the source (`mixer._take`)
+    take: TakeSpec | None = None  # read only part of the source (`mixer.recipe.take`)
 
     def to_dict(self) -> dict[str, Any]:
         """Keys left unset are left out (a recipe without them keeps its manifest)."""

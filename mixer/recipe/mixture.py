@@ -17,7 +17,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mixer._yaml import Keys, given
+from mixer.recipe.keys import Keys, given
 from mixer.errors import RecipeError
 
 SHUFFLES = ("blocks", "shards", "none")

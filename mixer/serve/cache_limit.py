@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mixer._yaml import parse_size
+from mixer.recipe.keys import parse_size
 from mixer.errors import OutputError, UsageError
 
 try:

@@ -100,8 +100,8 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_same_output(tmp_path, refere
 
 def interrupt_after(monkeypatch, done: int):
     """Make the build's third unit raise KeyboardInterrupt, as if the machine went down."""
-    import mixer.build
-    import mixer.build.worker
+    import mixer.builder
+    import mixer.builder.worker
 
     calls = []
 
@@ -109,9 +109,9 @@ def interrupt_after(monkeypatch, done: int):
         calls.append(1)
         if len(calls) == done + 1:
             raise KeyboardInterrupt
-        return mixer.build.worker.run_unit(*args, **kwargs)
+        return mixer.builder.worker.run_unit(*args, **kwargs)
 
-    monkeypatch.setattr(mixer.build, "run_unit", run_unit)
+    monkeypatch.setattr(mixer.builder, "run_unit", run_unit)
 
 
 def test_an_interrupted_build_reuses_finished_units(tmp_path, cli, monkeypatch):

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mixer.artifacts.manifest import Manifest
-from mixer.build.lines import CONTINUES
-from mixer.build.readers import REASONS, read_unit
-from mixer.build.units import plan_units
+from mixer.builder.lines import CONTINUES
+from mixer.builder.readers import REASONS, read_unit
+from mixer.builder.units import plan_units
 from mixer.errors import RecipeError
 from mixer.recipe import load_recipe, parse_recipe
 from tests.helpers import TOKENIZER
@@ -80,11 +80,11 @@ def test_a_huge_document_without_newline_is_streamed(tmp_path):
 
 def traced_peak(folder, megabytes: int, monkeypatch) -> int:
     """Peak Python and numpy memory (tracemalloc) of a whole build of one document."""
-    import mixer.build.merge
-    from mixer.build import build as run_build
+    import mixer.builder.merge
+    from mixer.builder import build as run_build
 
     (folder / "big.txt").write_bytes(("lorem ipsum dolor sit amet " * 40_000).encode() * megabytes)
-    monkeypatch.setattr(mixer.build.merge, "CHUNK_TOKENS", 1 << 18)  # scaled down with the input
+    monkeypatch.setattr(mixer.builder.merge, "CHUNK_TOKENS", 1 << 18)  # scaled down with the input
     recipe = parse_recipe(
         {
             "seq_len": 64,

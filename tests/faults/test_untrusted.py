@@ -24,7 +24,7 @@ import zstandard
 
 from mixer import StreamingMixture
 from mixer.artifacts.manifest import Manifest
-from mixer.build.pack import Packed
+from mixer.builder.pack import Packed
 from mixer.errors import OutputError, UnsafeBuildError
 from mixer.identity import digest
 from mixer.plan import Plan

@@ -113,8 +113,8 @@ def test_documents_round_trip_and_starts_mark_them(cli, write_recipe, tmp_path):
     got = documents(out, "web")
     expected = []
     for f in sorted((tmp_path / "web").iterdir()):
-        from mixer.build.readers import read_unit
-        from mixer.build.units import plan_units
+        from mixer.builder.readers import read_unit
+        from mixer.builder.units import plan_units
         from mixer.recipe import parse_recipe
 
         spec = parse_recipe(
@@ -353,12 +353,12 @@ def test_stats_on_a_folder_that_is_not_a_build(cli, tmp_path):
 
 
 def test_merge_chunking_does_not_change_the_output(cli, write_recipe, tmp_path, monkeypatch):
-    import mixer.build.merge
+    import mixer.builder.merge
 
     recipe = small_recipe(tmp_path, validation={"docs": 5})
     assert cli("build", write_recipe(recipe), "-w", "1", "-o", tmp_path / "a").exit_code == 0
-    monkeypatch.setattr(mixer.build.merge, "CHUNK_DOCS", 7)
-    monkeypatch.setattr(mixer.build.merge, "CHUNK_TOKENS", 100)  # smaller than many documents
+    monkeypatch.setattr(mixer.builder.merge, "CHUNK_DOCS", 7)
+    monkeypatch.setattr(mixer.builder.merge, "CHUNK_TOKENS", 100)  # smaller than many documents
     assert cli("build", write_recipe(recipe), "-w", "1", "-o", tmp_path / "b").exit_code == 0
     for name in ("books", "web", "zh"):
         for split in ("train", "val"):
@@ -399,7 +399,7 @@ def test_a_failed_encoder_check_redoes_the_units_with_tokenizers(
     """The check runs while the workers already encode with tiktoken: when it fails, those
     units are encoded again with `tokenizers`, each reported once, and the bytes are the
     reference's."""
-    import mixer.build.tiktoken_fast as backend
+    import mixer.builder.tiktoken_fast as backend
 
     recipe = write_recipe(small_recipe(tmp_path, validation={"docs": 4}))
     ref = cli("build", recipe, "-w", "2", "-o", tmp_path / "ref", "--encoder", "tokenizers")

@@ -179,7 +179,7 @@ def test_a_source_over_its_own_max_epochs_fails_the_build_naming_the_phase(cli, 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """The demo's sources in 32-token blocks, every weight in ``mixture.phases``."""
-    from mixer.build import build
+    from mixer.builder import build
     from mixer.recipe import parse_recipe
 
     root = tmp_path_factory.mktemp("small")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mixer.artifacts.manifest import Manifest
-from mixer.build import build
+from mixer.builder import build
 from mixer.errors import RecipeError
 from mixer.recipe import load_recipe, parse_recipe
 from tests.helpers import TOKENIZER

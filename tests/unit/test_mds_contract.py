@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from mixer.artifacts.shards import ShardWriter, columns, read_shard_file
-from mixer.build.pack import Packed
+from mixer.builder.pack import Packed
 
 CASES = [  # (dtype, seq_len, blocks, shard_size)
     ("uint16", 64, 300, 1 << 10),  # every sample exceeds the limit: empty first shard

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixer.build.pack import Packer
+from mixer.builder.pack import Packer
 from mixer.serve.positions import positions
 
 docs_strategy = st.lists(st.integers(1, 50), min_size=0, max_size=60)

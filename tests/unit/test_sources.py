@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from mixer.build import units
-from mixer.build.readers import read_unit
-from mixer.build.units import plan_units
+from mixer.builder import units
+from mixer.builder.readers import read_unit
+from mixer.builder.units import plan_units
 from mixer.recipe import parse_recipe
 
 DOCS = ["In the beginning", "God created the heaven", "并且大地", "and the earth.\nSecond line"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mixer.build.tokenizer import PATTERNS, SPECIALS, Encoder, load_tokenizer, read_tiktoken_ranks
+from mixer.builder.tokenizer import PATTERNS, SPECIALS, Encoder, load_tokenizer, read_tiktoken_ranks
 from mixer.errors import TokenizerError
 from mixer.recipe import TokenizerSpec
 from tests.helpers import DATA, TOKENIZER, qwen_tiktoken_file
@@ -151,7 +151,7 @@ def qwen_spec() -> TokenizerSpec:
 
 
 def test_a_tiktoken_conversion_is_made_once_then_read_from_the_cache(qwen, tmp_path, monkeypatch):
-    import mixer.build.tiktoken_vocab as vocab
+    import mixer.builder.tiktoken_vocab as vocab
 
     monkeypatch.setenv("MIXER_CACHE", str(tmp_path))
     first = load_tokenizer(qwen_spec())

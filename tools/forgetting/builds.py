@@ -80,7 +80,7 @@ def build(data: dict, folder: Path, name: str, built: dict[str, str]) -> str:
     Records in ``built`` every source this build tokenized, for the next builds to reuse."""
     from rich.console import Console
 
-    from mixer.build import build as mixer_build
+    from mixer.builder import build as mixer_build
     from mixer.recipe import load_recipe
 
     folder.mkdir(parents=True, exist_ok=True)
