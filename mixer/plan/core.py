@@ -18,7 +18,9 @@ from mixer.errors import PlanError
 from mixer.identity import digest
 from mixer.plan.limits import check_epochs, check_lengths, check_phases, phase_label
 from mixer.plan.passes import PassOrder, name_key, pass_order
-from mixer.plan.phases import Phase, PhaseWeights, Segments, planned_samples
+from mixer.plan.phases import Amendment, Phase, PhaseWeights, planned_samples
+from mixer.plan.segments import Segments
+from mixer.plan.skips import Skipped
 from mixer.typed import from_json, to_json
 
 FORMAT = 1
@@ -53,6 +55,8 @@ class Plan:
     shuffle: str = "blocks"
     window: int = 8  # shards per shuffle window (shuffle: shards)
     phases: tuple[Phase, ...] = ()  # none: one set of weights for the whole plan
+    journal: tuple[Amendment, ...] = ()  # amendments and skips made since the build
+    base: str | None = None  # the fingerprint of the plan before its first amendment
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -84,7 +88,32 @@ class Plan:
 
     @cached_property
     def _segments(self) -> Segments:
-        return Segments([p.counts for p in self.spans], [p.end for p in self.spans])
+        spans = self.spans
+        return Segments(
+            [p.counts for p in spans], [p.end for p in spans], [p.offset for p in spans]
+        )
+
+    @cached_property
+    def skipped(self) -> tuple[Skipped, ...]:
+        """Per source, the ranges of its numbering that skips passed over."""
+        ranges: list[list] = [[] for _ in self.sources]
+        names = {s.name: i for i, s in enumerate(self.sources)}
+        for e in self.journal:
+            for name, r in (e.passed or {}).items():
+                ranges[names[name]].append(r)
+        return tuple(Skipped(r) for r in ranges)
+
+    def lineage(self, p: int) -> str:
+        """What fixes the samples [0, p) (`mixer.plan.journal`): a resume state's identity."""
+        from mixer.plan.journal import lineage
+
+        return lineage(self, p)
+
+    def consumed(self) -> list[int]:
+        """Per source, how far its passes advance over the whole plan: its samples served, plus
+        the blocks skips passed over among them (what the repetition guard counts)."""
+        pairs = zip(self.skipped, self.sources, strict=True)
+        return [int(sk.k_of(s.num_samples)) for sk, s in pairs]
 
     def phase_of(self, i: int) -> int:
         """The phase holding global sample i (0 without phases; the last one for i = N)."""
@@ -117,7 +146,12 @@ class Plan:
         k counts a source's samples over the whole plan, across phases: sample k of source s
         is position k mod B_s of its pass k // B_s (``block_ids``).
         """
-        return self._segments.order(starts, length)
+        src, ks = self._segments.order(starts, length)
+        for s, sk in enumerate(self.skipped):
+            if sk:
+                sel = src == s
+                ks[sel] = sk.k_of(ks[sel])
+        return src, ks
 
     def locate(self, i: int) -> tuple[int, int]:
         """(source index, k): global sample i is sample k of that source."""
@@ -166,9 +200,22 @@ class Plan:
         return out
 
     def _padded_served(self, s: int, c: int) -> int:
-        """How often the padded last block is among the first c samples of source s."""
+        """How often the padded last block is among the first c samples served of source s.
+
+        Served samples are k in [0, c + skipped) less the ranges skips passed over."""
+        sk = self.skipped[s]
+        end = int(sk.k_of(c))  # the first c served are k in [0, end), less the skipped ranges
+        return self._padded_between(s, 0, end) - sum(
+            self._padded_between(s, a, min(b, end)) for a, b in sk.ranges if a < end
+        )
+
+    def _padded_between(self, s: int, k0: int, k1: int) -> int:
+        return self._padded_before(s, k1) - self._padded_before(s, k0)
+
+    def _padded_before(self, s: int, k: int) -> int:
+        """How often the padded last block is among positions [0, k) of source s's passes."""
         src = self.sources[s]
-        full, rest = divmod(c, src.num_blocks)
+        full, rest = divmod(k, src.num_blocks)
         if rest == 0:
             return full
         last = src.num_blocks - 1

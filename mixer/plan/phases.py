@@ -25,9 +25,6 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-import numpy as np
-
-from mixer.plan import interleave
 from mixer.plan.allocate import allocate_int, integer_weights, largest_total_without_repeats
 
 
@@ -48,7 +45,35 @@ class Phase:
     until: float | None
     end: int  # the global sample where the phase ends (exclusive)
     weights: tuple[float, ...]  # per source, in plan order; 0: left out of the phase
-    counts: tuple[int, ...]  # samples of each source in the phase (largest remainder)
+    counts: tuple[int, ...]  # samples of each source in the phase's interleave (largest remainder)
+    # Written only by amendments (`mixer.plan.journal`): the phase serves the positions
+    # [offset, offset + its length) of its interleave (absent: 0, so all of it unless cut short)
+    offset: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Amendment:
+    """One entry of a plan's journal: a change made at global sample ``at`` (plan.json).
+
+    ``kind`` "amend": from ``at`` the plan serves ``weights`` (or the phases of a new recipe)
+    up to ``total``; "skip": the blocks the plan would have served in [at, end) are passed
+    over: ``passed[source]`` is the range [k0, k1) of the source's numbering they held (its
+    sample k is position k mod B of pass k // B). ``before`` is the fingerprint of the plan it
+    was made on, ``time`` an ISO date.
+    """
+
+    at: int
+    kind: str  # "amend" | "skip"
+    end: int | None = None  # skip: the range's end (exclusive)
+    total: int | None = None  # amend: the plan's total after it
+    weights: dict[str, float] | None = None  # amend --weights: per source
+    recipe: str | None = None  # amend --recipe: the recipe file as given
+    passed: dict[str, tuple[int, int]] | None = None  # skip: per source, [k0, k1) passed over
+    added: tuple[str, ...] = ()  # sources that enter at ``at``
+    manifest: str | None = None  # the manifest before, when the amendment changed it
+    note: str | None = None
+    time: str | None = None
+    before: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,59 +162,3 @@ def largest_total_phased(phases: list[PhaseWeights], blocks) -> int:
             break
         n -= 1
     return n
-
-
-class Segments:
-    """A plan's phases as arrays for random access (one segment when it has no phases)."""
-
-    def __init__(self, counts, ends):
-        self.counts = [[int(c) for c in row] for row in counts]
-        self.ends = np.asarray(ends, np.int64)
-        self.starts = np.concatenate([[0], self.ends[:-1]]).astype(np.int64)
-        self.total = int(self.ends[-1])
-        rows = np.asarray(self.counts, np.int64).reshape(len(self.counts), -1)
-        self.offsets = np.vstack([np.zeros((1, rows.shape[1]), np.int64), np.cumsum(rows, 0)])
-
-    def phase_of(self, i):
-        """The phase holding global sample i (the last phase for i = N), vectorized."""
-        return np.minimum(np.searchsorted(self.ends, i, side="right"), len(self.counts) - 1)
-
-    def counts_many(self, ms) -> np.ndarray:
-        """Samples of each source among the first m, for an array of m: [len(ms), S]."""
-        if len(self.counts) == 1:
-            return interleave.counts_many(self.counts[0], self.total, ms)
-        ms = np.asarray(ms, np.int64).ravel()
-        out = np.empty((ms.size, self.offsets.shape[1]), np.int64)
-        phase = self.phase_of(ms)
-        for p in np.unique(phase).tolist():
-            sel = phase == p
-            local = interleave.counts_many(self.counts[p], self._len(p), ms[sel] - self.starts[p])
-            out[sel] = local + self.offsets[p]
-        return out
-
-    def order(self, starts, length: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sources, ks) of the samples [a, a + length) for each a in ``starts``, in order."""
-        starts = np.asarray(starts, np.int64)
-        if len(self.counts) == 1:
-            return interleave.order(self.counts[0], self.total, starts, length)
-        src = np.empty(starts.size * length, np.int64)
-        ks = np.empty_like(src)
-        if src.size == 0:
-            return src, ks
-        ends = starts + length
-        base = np.arange(starts.size, dtype=np.int64) * length - starts  # out position of i - i
-        first, last = self.phase_of(starts.min()), self.phase_of(ends.max() - 1)
-        for p in range(int(first), int(last) + 1):  # each range cut at the phase boundaries
-            a, b = self.starts[p], self.ends[p]
-            lo, hi = np.clip(starts, a, b), np.clip(ends, a, b)
-            sel = lo < hi
-            if not sel.any():
-                continue
-            lo, hi, n = lo[sel], hi[sel], hi[sel] - lo[sel]
-            s, k = interleave.order_ranges(self.counts[p], self._len(p), lo - a, hi - a)
-            pos = np.repeat(base[sel] + lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
-            src[pos], ks[pos] = s, k + self.offsets[p][s]
-        return src, ks
-
-    def _len(self, p: int) -> int:
-        return int(self.ends[p] - self.starts[p])
