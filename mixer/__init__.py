@@ -26,7 +26,7 @@ JSON records.
 """
 
 __version__ = "0.1.0"
-__all__ = ["MixerLoader", "StreamingMixture", "__version__"]
+__all__ = ["MixerLoader", "StreamingMixture", "__version__", "amend", "skip"]
 
 
 def __getattr__(name: str):
@@ -40,4 +40,8 @@ def __getattr__(name: str):
         from mixer.serve.loader import MixerLoader
 
         return MixerLoader
+    if name in ("amend", "skip"):  # steering a build's plan (mixer.steer)
+        from mixer import steer
+
+        return getattr(steer, name)
     raise AttributeError(f"module 'mixer' has no attribute {name!r}")

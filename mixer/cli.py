@@ -221,3 +221,6 @@ def verify(output: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+from mixer import cli_steer  # noqa: E402,F401  (registers `mixer amend`, `mixer skip`)

@@ -260,10 +260,13 @@ def check_plan(plan, manifest) -> None:
         f"{plan.total} is not the sum of the sources' num_samples",
     )
     _phases(plan)
+    from mixer.artifacts.journal_checks import check_journal  # it builds on the helpers here
+
+    check_journal(plan)
 
 
 def _phases(plan) -> None:
-    start, per_source = 0, [0] * len(plan.sources)
+    start = 0
     for p, ph in enumerate(plan.phases):
         at = f"plan.phases[{p}]"
         _require(len(ph.counts) == len(plan.sources), f"{at}.counts", "not one per source")
@@ -271,15 +274,20 @@ def _phases(plan) -> None:
         _require(all(w >= 0 for w in ph.weights), f"{at}.weights", "a weight is negative")
         _require(start < ph.end <= plan.total, f"{at}.end", f"{ph.end} is out of order")
         _require(all(c >= 0 for c in ph.counts), f"{at}.counts", "a count is negative")
-        _require(sum(ph.counts) == ph.end - start, f"{at}.counts", "do not sum to its length")
+        count(ph.offset or 0, f"{at}.offset")
+        # an amendment may cut a phase short (and serve it from an offset), nothing else may
+        cut = bool(plan.journal) and (ph.offset or 0) + ph.end - start <= sum(ph.counts)
+        _require(
+            cut or sum(ph.counts) == ph.end - start, f"{at}.counts", "do not sum to its length"
+        )
         if ph.name is not None:
             printable(ph.name, f"{at}.name")
-        per_source = [a + c for a, c in zip(per_source, ph.counts, strict=True)]
         start = ph.end
     if plan.phases:
         _require(start == plan.total, "plan.phases", "do not end at the plan's total")
+        served = plan.counts_many([plan.total])[0].tolist()
         _require(
-            per_source == [s.num_samples for s in plan.sources],
+            served == [s.num_samples for s in plan.sources],
             "plan.phases",
             "counts do not sum to the sources' num_samples",
         )

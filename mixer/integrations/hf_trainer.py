@@ -38,6 +38,7 @@ from mixer.integrations.hf import (
     token_losses,
 )
 from mixer.serve.mixture import StreamingMixture
+from mixer.serve.state import check_lineage
 
 PROGRESS = "MixerProgress"  # its key in trainer_state.json's stateful_callbacks
 
@@ -50,11 +51,14 @@ class MixerProgress(TrainerCallback, ExportableState):
         self.samples_seen = 0
         self.global_step = 0
         self.samples_per_step = 0
-        self.plan = None
+        self.plan = None  # the plan's lineage at samples_seen (`mixer.plan.journal`)
+        self.served = None  # the Plan being trained (not saved)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.samples_seen += (state.global_step - self.global_step) * self.samples_per_step
         self.global_step = state.global_step
+        if self.served is not None:
+            self.plan = self.served.lineage(min(self.samples_seen, self.served.total))
         # The Trainer counts the epoch from the batches of this run: after a resume it would
         # restart near 0. The one epoch is the planned training: its fraction is the steps'.
         state.epoch = state.global_step / state.max_steps
@@ -157,10 +161,11 @@ class MixerTrainer(Trainer):
         start = self._checkpoint_samples(ds, step) if step and not self._restart_data else 0
         per_step = args.train_batch_size * args.world_size * args.gradient_accumulation_steps
         check_steps(ds, args, start, args.max_steps - step)
-        ds.load_state_dict({"samples_seen": start, "plan": ds.plan.fingerprint})
+        ds.load_state_dict({"samples_seen": start})
         progress = next(c for c in self.callback_handler.callbacks if isinstance(c, MixerProgress))
         progress.samples_seen, progress.global_step = start, step
-        progress.samples_per_step, progress.plan = per_step, ds.plan.fingerprint
+        progress.samples_per_step, progress.served = per_step, ds.plan
+        progress.plan = ds.plan.lineage(start)
 
     def _checkpoint_samples(self, ds: StreamingMixture, step: int) -> int:
         saved = self.state.stateful_callbacks.get(PROGRESS)
@@ -171,13 +176,20 @@ class MixerTrainer(Trainer):
                 f" stateful_callbacks.{PROGRESS}): it was not saved by MixerTrainer; resume from"
                 " one that was, or pass ignore_data_skip=True to restart the data at sample 0"
             )
-        if attrs.get("plan") != ds.plan.fingerprint:
+        seen = attrs.get("samples_seen")
+        if not isinstance(seen, int) or not 0 <= seen <= ds.plan.total:
             raise StateError(
-                f"the checkpoint at step {step} trained another plan ({str(attrs.get('plan'))[:12]}"
-                f"…, this one is {ds.plan.fingerprint[:12]}…): the data, weights or seed changed;"
-                " pass ignore_data_skip=True to restart the data at sample 0 if that is intended"
+                f"the checkpoint at step {step} holds samples_seen={seen!r}, outside this plan's"
+                f" [0, {ds.plan.total}]"
             )
-        return int(attrs["samples_seen"])
+        try:  # the checkpoint's lineage: resumes across amendments made at or after it
+            check_lineage({"plan": attrs.get("plan")}, ds.plan, seen)
+        except StateError as e:
+            raise StateError(
+                f"the checkpoint at step {step}: {e}; or pass ignore_data_skip=True to restart"
+                " the data at sample 0 if that is intended"
+            ) from None
+        return seen
 
     # -- evaluation -----------------------------------------------------------------------
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:

@@ -24,6 +24,9 @@ def plot(manifest: Manifest, plan: Plan, path: str | Path):
         _phase_shares(share_ax, plan)
     else:
         _cumulative_shares(share_ax, plan)
+    for e in plan.journal:  # amendments (dashed) and skips (dotted), at their sample
+        share_ax.axvline(e.at, color="k", ls="--" if e.kind == "amend" else ":", lw=1)
+        share_ax.annotate(e.kind, (e.at, 1), xycoords=("data", "axes fraction"), fontsize=7)
     share_ax.legend(loc="best", fontsize="small")
     for name, src in manifest.sources.items():
         hist = np.asarray(src.train.doc_length_log2_hist, float)

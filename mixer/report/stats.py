@@ -11,6 +11,7 @@ from rich.table import Table
 from mixer.artifacts.manifest import Manifest
 from mixer.errors import UsageError
 from mixer.plan import Plan
+from mixer.report.journal import journal_summary, render_journal
 from mixer.typed import to_json
 
 REPEAT_WARNING = 4  # epochs beyond which repeating a source is risky
@@ -65,6 +66,7 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> d
         "plan": plan.fingerprint,
         "sources": sources,
         "phases": phase_summary(plan, list(sources)),
+        "journal": journal_summary(plan),
         "warnings": [],
     }
     out["warnings"] = warnings(sources, manifest.sources, out["phases"])
@@ -82,16 +84,19 @@ def phase_summary(plan: Plan, names: list[str]) -> list[dict]:
     of the phase, and epochs (passes over its blocks) reached by the end of the phase."""
     out, seen = [], [0] * len(plan.sources)
     index = {src.name: s for s, src in enumerate(plan.sources)}
+    ranges = [plan.phase_range(p) for p in range(len(plan.spans))]
+    at = plan.counts_many([a for a, _ in ranges] + [plan.total])  # served: phases may be cut
     for p, ph in enumerate(plan.spans):
-        start, end = plan.phase_range(p)
+        start, end = ranges[p]
         srcs = {}
         for name in names:
             s, src = index[name], plan.sources[index[name]]
-            seen[s] += ph.counts[s]
+            n = int(at[p + 1][s] - at[p][s])
+            seen[s] += n
             srcs[name] = {
                 "weight": ph.weights[s],
-                "samples": ph.counts[s],
-                "share": ph.counts[s] / (end - start) if end > start else 0.0,
+                "samples": n,
+                "share": n / (end - start) if end > start else 0.0,
                 "epochs": round(seen[s] / src.num_blocks, 6),
             }
         out.append(
@@ -220,6 +225,7 @@ def render_table(summary: dict, console: Console) -> None:
     console.print(table)
     if len(summary["phases"]) > 1:
         console.print(phase_table(summary))
+    render_journal(summary.get("journal", []), console)
     for name, s in summary["sources"].items():
         if s["take"] is not None:
             console.print(f"{name}: {taken_line(s['take'])}", highlight=False, soft_wrap=True)

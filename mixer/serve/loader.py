@@ -92,7 +92,7 @@ class MixerLoader(DataLoader):
         ds = self.dataset
         return state.global_state(
             seen=self._seen,
-            plan=ds.plan.fingerprint,
+            plan=ds.plan.lineage(self._seen),
             split=ds.split,
             batch=self.batch_size,
             world=ds.world_size,

@@ -135,17 +135,14 @@ class StreamingMixture(IterableDataset):
         sl = self._slicing()
         done = self._skip + self._batches_done(sl.batch)
         info = get_worker_info()
-        common = {
-            "plan": self.plan.fingerprint,
-            "split": self.split,
-            "batch": sl.batch,
-            "world": self.world_size,
-        }
+        common = {"split": self.split, "batch": sl.batch, "world": self.world_size}
         if info is None:
-            return state.global_state(seen=sl.global_seen(done), **common)
-        return state.worker_state(
-            start=self._start, worker=info.id, workers=info.num_workers, batches=done, **common
-        )
+            seen = sl.global_seen(done)
+            return state.global_state(seen=seen, plan=self.plan.lineage(seen), **common)
+        where = {"start": self._start, "worker": info.id, "workers": info.num_workers}
+        position = state.worker_position(**where, batches=done, batch=sl.batch, world=sl.world)
+        lineage = self.plan.lineage(min(position, self.plan.total))
+        return state.worker_state(**where, batches=done, plan=lineage, **common)
 
     def load_state_dict(self, sd: dict) -> None:
         """Continue after ``sd["samples_seen"]`` global samples, in O(1).
@@ -154,7 +151,7 @@ class StreamingMixture(IterableDataset):
         global batches are counted from the resume point. A DataLoader worker's own state (see
         :meth:`state_dict`) resumes that worker, with the same batch size and world size.
         """
-        plan, total = self.plan.fingerprint, self.plan.total
+        plan, total = self.plan, self.plan.total
         if state.is_worker_state(sd):
             info = get_worker_info()
             self._start, self._skip = state.check_worker(

@@ -55,19 +55,19 @@ def is_worker_state(state: object) -> bool:
     return isinstance(state, dict) and "worker_id" in state
 
 
-def check_global(state: object, *, plan: str, total: int) -> int:
-    """``samples_seen`` of a global state, checked against this plan."""
+def check_global(state: object, *, plan, total: int) -> int:
+    """``samples_seen`` of a global state, checked against this plan's lineage there."""
     if not isinstance(state, dict) or "samples_seen" not in state:
         raise StateError("a mixture state needs 'samples_seen' (global samples consumed)")
     seen = state["samples_seen"]
     if not _is_int(seen) or not 0 <= seen <= total:
         raise StateError(f"samples_seen={seen!r} is outside this plan's [0, {total}]")
-    _check_plan(state, plan)
+    check_lineage(state, plan, seen)
     return seen
 
 
 def check_worker(
-    state: dict, *, plan: str, total: int, worker: tuple[int, int] | None, batch: int, world: int
+    state: dict, *, plan, total: int, worker: tuple[int, int] | None, batch: int, world: int
 ) -> tuple[int, int]:
     """(start, worker_batches) of worker ``worker = (id, num_workers)``'s own state."""
     bad = [k for k in WORKER_KEYS if not _is_int(state.get(k)) or state[k] < 0]
@@ -93,18 +93,49 @@ def check_worker(
         )
     if state["start"] > total:
         raise StateError(f"start={state['start']} is outside this plan's [0, {total}]")
-    _check_plan(state, plan)
+    position = worker_position(
+        start=state["start"],
+        worker=wid,
+        workers=n,
+        batches=state["worker_batches"],
+        batch=batch,
+        world=world,
+    )
+    check_lineage(state, plan, min(position, total))
     return state["start"], state["worker_batches"]
 
 
-def _check_plan(state: dict, plan: str) -> None:
+def worker_position(*, start, worker, workers, batches, batch, world) -> int:
+    """The global sample after the last batch a DataLoader worker served (workers take the
+    global batches from ``start`` in turn: worker w serves batches w, w + n, w + 2n, ...)."""
+    if batches == 0:
+        return start
+    return start + (worker + (batches - 1) * workers + 1) * batch * world
+
+
+def check_lineage(state: dict, plan, position: int) -> None:
+    """The state's lineage (``plan``: what fixed its samples [0, position), see
+    `mixer.plan.journal`) must be this plan's there: a state taken at or before an amendment
+    resumes on the amended plan, one past it does not."""
     got = state.get("plan")
-    if got is not None and got != plan:
+    if got is None or got == plan.lineage(position):
+        return
+    from mixer.plan.journal import last_change_before
+
+    change = last_change_before(plan, position)
+    if change is not None:
         raise StateError(
-            f"this state is from another plan ({str(got)[:12]}…, this one is {plan[:12]}…): the"
-            " data, weights or seed changed; resume from {'samples_seen': n} only if that is"
-            " intended"
+            f"this state is at sample {position:,}, past this plan's {change.kind} at sample"
+            f" {change.at:,}: it was taken before that change was made, so samples"
+            f" {change.at:,}-{position - 1:,} differ; resume from a checkpoint at or before"
+            f" sample {change.at:,}"
         )
+    raise StateError(
+        f"this state is from another plan ({str(got)[:12]}…, this one is"
+        f" {plan.fingerprint[:12]}…): the data, weights or seed changed, or the plan was"
+        f" amended before sample {position:,} differently; resume from {{'samples_seen': n}}"
+        " only if that is intended"
+    )
 
 
 def _is_int(x: object) -> bool:
