@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 
@@ -10,24 +9,7 @@ import click
 from rich.console import Console
 
 from mixer import __version__
-from mixer.errors import MixerError
-
-
-def _friendly(fn):
-    """Print a MixerError as ``error: <message>`` and exit 2, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MixerError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
+from mixer.cli_base import _friendly
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -219,8 +201,14 @@ def verify(output: str) -> None:
     click.echo(f"{output}: ok ({totals['shards']} shards, {totals['blocks']:,} blocks verified)")
 
 
+def _steering() -> None:
+    from mixer import cli_steer  # `mixer amend`, `mixer skip`
+
+    main.add_command(cli_steer.amend)
+    main.add_command(cli_steer.skip)
+
+
+_steering()
+
 if __name__ == "__main__":
     main()
-
-
-from mixer import cli_steer  # noqa: E402,F401  (registers `mixer amend`, `mixer skip`)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mixer.cli import _friendly, main
+from mixer.cli_base import _friendly
 
 
 def _at_options(prefix: str):
@@ -41,7 +41,7 @@ def _parse_weights(text: str) -> dict[str, float]:
     return out
 
 
-@main.command()
+@click.command()
 @click.argument("output")
 @_at_options("at")
 @click.option("--weights", help="NAME=W,...: new weights from S (unnamed sources keep theirs).")
@@ -74,7 +74,7 @@ def amend(output, at_sample, at_step, batch_size, world_size, grad_accum, weight
     click.echo(f"plan: {plan.fingerprint}")
 
 
-@main.command()
+@click.command()
 @click.argument("output")
 @click.option("--samples", "sample_range", help="A:B: skip the global samples [A, B).")
 @click.option("--steps", "step_range", help="A:B: skip optimizer steps [A, B).")

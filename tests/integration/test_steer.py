@@ -184,3 +184,21 @@ def test_loader_state_carries_the_lineage(out, tmp_path, cli):
     again = MixerLoader(StreamingMixture(out, batch_size=B, cache_dir=tmp_path / "c"), batch_size=B)
     again.load_state_dict(sd)
     assert next(iter(again))["index"].tolist() == list(range(12, 16))
+
+
+@pytest.mark.slow
+def test_any_world_size_and_workers_serve_the_steered_plan_once(out, tmp_path, cli):
+    """Amended, then skipped: every (world size, workers) serves each global sample of the
+    steered plan exactly once, with the same tokens as one process."""
+    r = cli("amend", out, "--at-sample", 1000, "--weights", "zh=0.5", "--samples", "3000")
+    assert r.exit_code == 0, r.output
+    assert cli("skip", out, "--samples", "1500:1600").exit_code == 0
+    reference = trained(out, tmp_path / "ref", world=1)
+    plan = plan_of(out)
+    assert len(plan.journal) == 2
+    for world in (1, 2, 3):
+        for workers in (0, 2):
+            got = trained(out, tmp_path / f"c{world}{workers}", world=world, workers=workers)
+            usable = plan.total - plan.total % (B * world)
+            assert sorted(got) == list(range(usable)), (world, workers)
+            assert all(got[i] == reference[i] for i in got), (world, workers)

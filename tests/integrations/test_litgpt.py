@@ -140,3 +140,29 @@ def test_example_trains_the_plans_rows_and_resumes_at_the_next(tiny, tmp_path):
     expected = [x["input_ids"][1:].tolist() for x in itertools.islice(plan, TOTAL_ROWS)]
     assert rows(tmp_path / "first.jsonl") == expected[:FIRST_ROWS]
     assert rows(tmp_path / "resumed.jsonl") == expected[FIRST_ROWS:]
+
+
+@pytest.mark.slow
+def test_resume_on_a_plan_amended_at_the_checkpoint(tiny, tmp_path):
+    """Steering a litgpt run: amend the plan at the checkpoint's sample, `--resume auto`: the
+    rows trained are the old plan's up to the checkpoint, then the amended plan's."""
+    import shutil
+
+    from mixer import amend
+
+    first, resume = example_commands()
+    data = tmp_path / "out"
+    shutil.copytree(tiny["--data.path"], data)
+    values = {**tiny, "--data.path": str(data), "--out_dir": str(tmp_path / "run")}
+    values["--train.max_tokens"] = str(FIRST_ROWS * 16)
+    litgpt(substitute(first, values), tmp_path / "first.jsonl", tmp_path / "cache")
+    old = StreamingMixture(data, batch_size=MICRO, cache_dir=tmp_path / "c")
+    before = [x["input_ids"][1:].tolist() for x in itertools.islice(old, TOTAL_ROWS)]
+    amend(data, at_sample=FIRST_ROWS, weights={"books": 0.5, "replay": 0.5}, note="more replay")
+    values["--train.max_tokens"] = str(TOTAL_ROWS * 16)
+    litgpt(substitute(resume, values), tmp_path / "resumed.jsonl", tmp_path / "cache")
+    new = StreamingMixture(data, batch_size=MICRO, cache_dir=tmp_path / "c")
+    after = [x["input_ids"][1:].tolist() for x in itertools.islice(new, TOTAL_ROWS)]
+    assert after[:FIRST_ROWS] == before[:FIRST_ROWS] and after != before
+    assert rows(tmp_path / "first.jsonl") == before[:FIRST_ROWS]
+    assert rows(tmp_path / "resumed.jsonl") == after[FIRST_ROWS:]
