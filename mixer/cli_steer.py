@@ -45,16 +45,25 @@ def _parse_weights(text: str) -> dict[str, float]:
 @click.argument("output")
 @_at_options("at")
 @click.option("--weights", help="NAME=W,...: new weights from S (unnamed sources keep theirs).")
+@click.option(
+    "--recipe",
+    type=click.Path(dir_okay=False),
+    help="A recipe whose mixture (weights or phases, total) applies from S; it may add sources.",
+)
 @click.option("--samples", type=click.IntRange(min=0), help="The plan's new total N (>= S).")
 @click.option("--note", help="Why: kept in the plan's journal.")
 @_friendly
-def amend(output, at_sample, at_step, batch_size, world_size, grad_accum, weights, samples, note):
+def amend(
+    output, at_sample, at_step, batch_size, world_size, grad_accum, weights, recipe, samples, note
+):
     """Change the plan of OUTPUT from global sample S on; samples before S never change."""
     from mixer.steer import amend as run
     from mixer.steer import resolve_at
 
-    if weights is None and samples is None:
-        raise click.UsageError("give --weights and/or --samples")
+    if recipe and weights:
+        raise click.UsageError("give --weights or --recipe, not both")
+    if weights is None and samples is None and recipe is None:
+        raise click.UsageError("give --weights, --recipe or --samples")
     at = resolve_at(
         at_sample=at_sample,
         at_step=at_step,
@@ -62,13 +71,21 @@ def amend(output, at_sample, at_step, batch_size, world_size, grad_accum, weight
         world_size=world_size,
         grad_accum=grad_accum,
     )
-    plan = run(
-        output,
-        at_sample=at,
-        weights=_parse_weights(weights) if weights else None,
-        samples=samples,
-        note=note,
-    )
+    if recipe:
+        from mixer.amend_recipe import amend_recipe
+
+        plan = amend_recipe(output, at_sample=at, recipe=recipe, samples=samples, note=note)
+        added = plan.journal[-1].added
+        if added:
+            click.echo(f"built and added: {', '.join(added)}")
+    else:
+        plan = run(
+            output,
+            at_sample=at,
+            weights=_parse_weights(weights) if weights else None,
+            samples=samples,
+            note=note,
+        )
     shares = ", ".join(f"{s.name} {s.weight:.2%}" for s in plan.sources)
     click.echo(f"amended at sample {at:,}: {plan.total:,} samples; whole-plan shares: {shares}")
     click.echo(f"plan: {plan.fingerprint}")

@@ -142,6 +142,14 @@ def build(
     return Manifest.load(recipe.output)
 
 
+def reused_sources(recipe: Recipe) -> dict[str, bool]:
+    """Per source of ``recipe``: would a build into its output link it as it is (unchanged
+    inputs, reading, tokenizer and packing), or tokenize it? (An amendment's check.)"""
+    ident = reuse.tokenizer_identity(recipe)
+    decisions = _decide(recipe, reuse.previous(Path(recipe.output)), ident, budgets(recipe))
+    return {name: d.linked is not None for name, d in decisions.items()}
+
+
 def _decide(
     recipe: Recipe, prev: Manifest | None, ident: dict, takes: dict[str, Budget]
 ) -> dict[str, reuse.Decision]:

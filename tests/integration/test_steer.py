@@ -202,3 +202,38 @@ def test_any_world_size_and_workers_serve_the_steered_plan_once(out, tmp_path, c
             usable = plan.total - plan.total % (B * world)
             assert sorted(got) == list(range(usable)), (world, workers)
             assert all(got[i] == reference[i] for i in got), (world, workers)
+
+
+def test_amend_with_a_recipe_adds_a_source_at_s(tmp_path, cli, write_recipe):
+    """A new corpus arrives mid-run: the recipe adds zh; only zh is tokenized, it enters at S,
+    the prefix is unchanged and a state at S resumes on the amended plan."""
+    from tests.helpers import demo_recipe
+
+    recipe = demo_recipe(tmp_path, {"books": 0.9, "web": 0.1}, seq_len=32)
+    recipe.update(output=str(tmp_path / "out"), mixture={"samples": 1500, "max_epochs": 6})
+    first = write_recipe(recipe, "first.yaml")
+    assert cli("build", first, "-w", "1", "--no-progress").exit_code == 0
+    out = tmp_path / "out"
+    before = trained(out, tmp_path / "c1", world=1)
+    S = 600
+    state = {"samples_seen": S, "plan": plan_of(out).lineage(S)}
+    demo_recipe(tmp_path, {"books": 0.6, "web": 0.1, "zh": 0.3})  # copies zh's files
+    recipe["sources"]["zh"] = {"files": "zh/*.parquet", "weight": 0.3}
+    recipe["sources"]["books"]["weight"] = 0.6
+    second = write_recipe(recipe, "second.yaml")
+    r = cli("amend", out, "--at-sample", S, "--recipe", second, "--note", "zh arrived")
+    assert r.exit_code == 0, r.output
+    assert "built and added: zh" in r.output
+    plan = plan_of(out)
+    assert [s.name for s in plan.sources] == ["books", "web", "zh"]
+    after = trained(out, tmp_path / "c2", world=1)
+    assert all(after[i] == before[i] for i in range(S))
+    assert not any(after[i][0] == "zh" for i in range(S))
+    tail = [after[i][0] for i in range(S, 1500)]
+    assert tail.count("zh") == 270  # 30% of 900, exactly
+    resumed = trained(out, tmp_path / "c3", world=1, start_state=state)
+    assert resumed == {i: v for i, v in after.items() if i >= S}
+    recipe["sources"]["web"]["text_field"] = "body"  # a built source changed: refused
+    changed = write_recipe(recipe, "third.yaml")
+    r = cli("amend", out, "--at-sample", S, "--recipe", changed)
+    assert r.exit_code == 2 and "sources.web: differs from the built source" in r.output
