@@ -63,7 +63,7 @@ def amend(
     plan = load_plan(manifest)
     if not 0 <= at_sample <= plan.total:
         raise PlanError(f"--at-sample {at_sample:,} is outside the plan's [0, {plan.total:,}]")
-    vector = _weights(plan, at_sample, weights or {})
+    vector = journal.weights_at(plan, at_sample, weights or {})
     entry = Amendment(at=at_sample, kind="amend", note=note, time=_now())
     new = journal.amend(
         plan,
@@ -86,26 +86,6 @@ def skip(out: str | os.PathLike, *, start: int, end: int, note: str | None = Non
     new = journal.skip(plan, start=start, end=end, entry=entry, limits=_limits(manifest, plan))
     _publish(manifest, plan, new)
     return new
-
-
-def _weights(plan, at: int, given: dict[str, float]) -> list[float]:
-    names = [s.name for s in plan.sources]
-    unknown = sorted(set(given) - set(names))
-    if unknown:
-        raise PlanError(
-            f"--weights: no source {unknown[0]!r} in the build (sources: {', '.join(names)});"
-            " to add one, amend with --recipe"
-        )
-    bad = {k: v for k, v in given.items() if not (v >= 0 and v != float("inf"))}
-    if bad:
-        name, v = next(iter(bad.items()))
-        raise PlanError(f"--weights: {name}={v} must be a finite number >= 0")
-    at = min(at, plan.total - 1) if plan.total else 0
-    current = plan.spans[plan.phase_of(at)].weights
-    vector = [float(given.get(n, w)) for n, w in zip(names, current, strict=True)]
-    if not any(vector):
-        raise PlanError(f"--weights: every source would have weight 0 ({given}); keep one > 0")
-    return vector
 
 
 def _limits(manifest: Manifest, plan) -> list[float | None]:

@@ -185,7 +185,12 @@ class Plan:
         if src is None:
             known = ", ".join(s.name for s in self.sources)
             raise PlanError(f"no source {name!r} in the plan (sources: {known})")
-        return replace(self, total=src.num_samples, sources=(src,), phases=())
+        skips = tuple(  # its own skipped ranges only (the order is the source's alone)
+            replace(e, passed={name: e.passed[name]})
+            for e in self.journal
+            if e.passed and name in e.passed
+        )
+        return replace(self, total=src.num_samples, sources=(src,), phases=(), journal=skips)
 
     # -- accounting -----------------------------------------------------------------------
     def counts_at(self, m: int) -> dict[str, dict[str, int]]:

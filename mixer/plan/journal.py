@@ -43,6 +43,28 @@ def last_change_before(plan, p: int) -> Amendment | None:
     return before[-1] if before else None
 
 
+def weights_at(plan, at: int, given: dict[str, float], what: str = "--weights") -> list[float]:
+    """The weight vector (plan order) for a change at ``at``: ``given`` for the sources it names,
+    the weight in force at ``at`` for the others; PlanError for unknown names, negative,
+    non-finite or all-zero weights."""
+    names = [s.name for s in plan.sources]
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise PlanError(
+            f"{what}: no source {unknown[0]!r} in the build (sources: {', '.join(names)});"
+            " to add one, amend with --recipe"
+        )
+    for name, v in given.items():
+        if not isinstance(v, (int, float)) or not (0 <= v < float("inf")):
+            raise PlanError(f"{what}: {name}={v} must be a finite number >= 0")
+    at = min(at, plan.total - 1) if plan.total else 0
+    current = plan.spans[plan.phase_of(at)].weights
+    vector = [float(given.get(n, w)) for n, w in zip(names, current, strict=True)]
+    if not any(vector):
+        raise PlanError(f"{what}: every source would have weight 0 ({given}); keep one > 0")
+    return vector
+
+
 def cut(plan, at: int) -> list[Phase]:
     """The plan's segments covering [0, at), the one holding ``at`` cut short there."""
     out, start = [], 0

@@ -96,6 +96,7 @@ class MixerLoader(DataLoader):
             split=ds.split,
             batch=self.batch_size,
             world=ds.world_size,
+            journal=ds._online.state(),
         )
 
     def load_state_dict(self, sd: dict) -> None:
@@ -123,17 +124,43 @@ class MixerLoader(DataLoader):
                 " than the plan holds; lower its max_steps / max_tokens or plan more samples"
                 " (recipe mixture.samples or mixture.tokens)"
             )
+        self._stop_workers()
+        return self._counted(sl)
+
+    def _stop_workers(self) -> None:
         if self._iterator is not None:
             # persistent workers hold copies of the mixture where they stopped, past what they
             # fetched ahead: start them again where the trainer is
             self._iterator._shutdown_workers()
             self._iterator = None
-        return self._counted(super().__iter__(), sl)
 
-    def _counted(self, batches, sl: Slicing):
-        for k, batch in enumerate(batches, 1):
+    def _counted(self, sl: Slicing):
+        ds = self.dataset
+        version, batches, k = ds._online.version, super().__iter__(), 0
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            k += 1
             self._seen = sl.global_seen(k)  # before the yield: handed out = consumed
             yield batch
+            if self.num_workers and ds._online.version != version:
+                # set_weights: the workers' copies and what they fetched ahead are the old
+                # plan's past this point; start them again here with the new one
+                if hasattr(batches, "_shutdown_workers"):
+                    batches._shutdown_workers()
+                self._stop_workers()
+                ds.load_state_dict(self.state_dict())
+                sl, k, version = self._slicing(self._seen), 0, ds._online.version
+                batches = super().__iter__()
+
+    def set_weights(self, weights: dict[str, float]) -> int:
+        """Serve ``weights`` from the next batch the trainer gets (the samples handed out so far
+        are the loader's position; batches the workers fetched ahead are dropped and served
+        again from the new plan); returns that global sample. See StreamingMixture.set_weights.
+        """
+        return self.dataset.set_weights(weights, at_sample=self._seen)
 
     def _slicing(self, start: int) -> Slicing:
         ds = self.dataset

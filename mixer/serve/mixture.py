@@ -19,6 +19,7 @@ from mixer.serve import state
 from mixer.serve.buffers import Buffers
 from mixer.serve.cache import SplitStore, cache_root, check_limit, open_build
 from mixer.serve.cache_limit import CacheLimit, parse_limit
+from mixer.serve.online import Online, agree
 from mixer.serve.positions import positions_of_starts
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
@@ -77,7 +78,7 @@ class StreamingMixture(IterableDataset):
         self.rank, self.world_size = _rank_world(rank, world_size)
         self.manifest = open_build(self.path, cache_dir)
         plan = load_plan(self.manifest) if split == "train" else val_plan(self.manifest)
-        self.plan = plan.restrict(source) if source else plan
+        self._online = Online(plan.restrict(source) if source else plan)
         self.cache_limit = parse_limit(cache_limit)
         check_limit(self.cache_limit, self.manifest, split, [p.name for p in self.plan.sources])
         self.cache_dir = cache_root(cache_dir) / self.manifest.fingerprint[:16]
@@ -90,6 +91,11 @@ class StreamingMixture(IterableDataset):
         self._buffers = Buffers()
 
     # -- what the plan says ---------------------------------------------------------------
+    @property
+    def plan(self):
+        """The plan served: the build's, amended by the changes made online (`set_weights`)."""
+        return self._online.plan
+
     @property
     def total_samples(self) -> int:
         """N: the global sequence's length (all ranks, all passes)."""
@@ -136,6 +142,8 @@ class StreamingMixture(IterableDataset):
         done = self._skip + self._batches_done(sl.batch)
         info = get_worker_info()
         common = {"split": self.split, "batch": sl.batch, "world": self.world_size}
+        if self._online.changes:
+            common["journal"] = self._online.state()
         if info is None:
             seen = sl.global_seen(done)
             return state.global_state(seen=seen, plan=self.plan.lineage(seen), **common)
@@ -151,6 +159,8 @@ class StreamingMixture(IterableDataset):
         global batches are counted from the resume point. A DataLoader worker's own state (see
         :meth:`state_dict`) resumes that worker, with the same batch size and world size.
         """
+        if isinstance(sd, dict):  # the state's online changes (none: the build's plan)
+            self._online.replace(sd.get("journal", []))
         plan, total = self.plan, self.plan.total
         if state.is_worker_state(sd):
             info = get_worker_info()
@@ -165,6 +175,28 @@ class StreamingMixture(IterableDataset):
         else:
             self._start, self._skip = state.check_global(sd, plan=plan, total=total), 0
         self._yielded, self._exhausted = 0, False
+
+    # -- online weights -------------------------------------------------------------------
+    def set_weights(self, weights: dict[str, float], at_sample: int | None = None) -> int:
+        """Serve ``weights`` from global sample ``at_sample`` on (sources not named keep their
+        weight there); returns that sample. Exact as an amendment (docs/steering.md): the
+        samples before it never change, passes continue, the rest is allocated exactly.
+
+        ``at_sample=None``: the first global-batch boundary this process has not started. Only
+        this process's position is known here: with DataLoader workers, change the weights
+        through ``MixerLoader.set_weights`` (it starts the workers again from the trainer's
+        position) or give ``at_sample`` and start a new iteration. Under torch.distributed every
+        data-parallel rank must call it with the same weights (checked: a collective).
+        """
+        if self.split != "train" or len(self.plan.sources) < 2:
+            raise UsageError("set_weights: only for a training mixture of several sources")
+        sl = self._slicing()
+        done = self._skip + -(-self._yielded // sl.batch)
+        position = sl.global_seen(done)
+        at = position if at_sample is None else at_sample
+        agree(at, dict(weights))
+        self._online.add(at, weights, position)
+        return at
 
     def _batches_done(self, batch: int) -> int:
         """Batches this process handed out in the current iteration (a short last one counts)."""
@@ -191,18 +223,29 @@ class StreamingMixture(IterableDataset):
         if self.split == "train":
             self._skip += self._yielded // sl.batch
         self._yielded, self._exhausted = 0, False
-        # DataLoader workers take batches in turn; a worker's skip counts its own batches
-        mine = range(worker + self._skip * workers, sl.num_batches, workers)
+        first = worker + self._skip * workers  # workers take batches in turn
+        while not (yield from self._serve_from(sl, first, workers)):
+            pass  # the weights changed (set_weights): locate the rest again, from this sample
+        self._exhausted = True
+
+    def _serve_from(self, sl, first: int, workers: int):
+        """Yield from the next sample of this iteration on; False if the plan changed on the way
+        (the samples already yielded are before the change, so they stay as they were)."""
+        version = self._online.version
+        done, drop = divmod(self._yielded, sl.batch)
+        mine = range(first + done * workers, sl.num_batches, workers)
         per_window = max(1, WINDOW_SAMPLES // sl.batch)
         for w in range(0, len(mine), per_window):
             batches = np.asarray(mine[w : w + per_window], np.int64)
             src, ks, index = self._locate(sl, batches)
-            for a in range(0, index.size, CHUNK_SAMPLES):
+            for a in range(drop if w == 0 else 0, index.size, CHUNK_SAMPLES):
                 b = a + CHUNK_SAMPLES
                 for sample in self._samples(src[a:b], ks[a:b], index[a:b]):
+                    if self._online.version != version:
+                        return False
                     self._yielded += 1  # before the yield: a sample is consumed once handed out
                     yield sample
-        self._exhausted = True
+        return True
 
     def _locate(self, sl, batches: np.ndarray):
         """(source, k, global index) of every sample of these batches, in order."""

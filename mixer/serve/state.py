@@ -18,14 +18,12 @@ from mixer.errors import StateError
 WORKER_KEYS = ("start", "worker_id", "num_workers", "worker_batches", "batch_size", "world_size")
 
 
-def global_state(*, seen: int, plan: str, split: str, batch: int, world: int) -> dict:
-    return {
-        "samples_seen": seen,
-        "plan": plan,
-        "split": split,
-        "batch_size": batch,
-        "world_size": world,
-    }
+def global_state(*, seen: int, plan: str, split: str, batch: int, world: int, journal=None) -> dict:
+    out = {"samples_seen": seen, "plan": plan, "split": split, "batch_size": batch}
+    out["world_size"] = world
+    if journal:  # online weight changes (mixer.serve.online): [[sample, {source: weight}]]
+        out["journal"] = journal
+    return out
 
 
 def worker_state(
@@ -38,8 +36,9 @@ def worker_state(
     split: str,
     batch: int,
     world: int,
+    journal=None,
 ) -> dict:
-    return {
+    out = {
         "start": start,
         "worker_id": worker,
         "num_workers": workers,
@@ -49,6 +48,9 @@ def worker_state(
         "batch_size": batch,
         "world_size": world,
     }
+    if journal:
+        out["journal"] = journal
+    return out
 
 
 def is_worker_state(state: object) -> bool:
