@@ -37,6 +37,7 @@ from mixer.integrations.hf import (
     rank_mixture,
     token_losses,
 )
+from mixer.integrations.hf_control import MixerControl, restarting
 from mixer.serve.mixture import StreamingMixture
 from mixer.serve.state import check_lineage
 
@@ -53,6 +54,7 @@ class MixerProgress(TrainerCallback, ExportableState):
         self.samples_per_step = 0
         self.plan = None  # the plan's lineage at samples_seen (`mixer.plan.journal`)
         self.served = None  # the Plan being trained (not saved)
+        self.journal = []  # the online weight changes, [[sample, {source: weight}], ...]
 
     def on_step_end(self, args, state, control, **kwargs):
         self.samples_seen += (state.global_step - self.global_step) * self.samples_per_step
@@ -65,7 +67,10 @@ class MixerProgress(TrainerCallback, ExportableState):
 
     def state(self) -> dict:
         keys = ("samples_seen", "global_step", "samples_per_step", "plan")
-        return {"args": {}, "attributes": {k: getattr(self, k) for k in keys}}
+        attrs = {k: getattr(self, k) for k in keys}
+        if self.journal:  # online weight changes (set_weights), replayed on resume
+            attrs["journal"] = self.journal
+        return {"args": {}, "attributes": attrs}
 
 
 class _PlanLoader(DataLoader):
@@ -82,7 +87,7 @@ class _PlanLoader(DataLoader):
 
     def __iter__(self):
         self._start()
-        return super().__iter__()
+        return restarting(self, super().__iter__)
 
 
 class MixerTrainer(Trainer):
@@ -108,6 +113,7 @@ class MixerTrainer(Trainer):
         train_dataset=None,
         eval_dataset=None,
         *rest,
+        mixer_controller=None,
         **kwargs,
     ):
         args = copy.copy(args) if args is not None else TrainingArguments("trainer_output")
@@ -133,6 +139,8 @@ class MixerTrainer(Trainer):
             packed_attention(self.model)  # 5.x set config.use_cache from args.use_cache
         self._flatten = flatten
         self.add_callback(MixerProgress())
+        if mixer_controller is not None:  # weights from the eval losses (integrations.controllers)
+            self.add_callback(MixerControl(mixer_controller, self))
 
     def call_model_init(self, trial=None):
         model = super().call_model_init(trial)
@@ -158,16 +166,18 @@ class MixerTrainer(Trainer):
     def _start_data(self) -> None:
         """Point the dataset at the samples after the checkpoint's, check there are enough."""
         ds, args, step = self.train_dataset, self.args, self.state.global_step
-        start = self._checkpoint_samples(ds, step) if step and not self._restart_data else 0
+        start, journal = 0, []
+        if step and not self._restart_data:
+            start, journal = self._checkpoint_samples(ds, step)
         per_step = args.train_batch_size * args.world_size * args.gradient_accumulation_steps
         check_steps(ds, args, start, args.max_steps - step)
-        ds.load_state_dict({"samples_seen": start})
+        ds.load_state_dict({"samples_seen": start, "journal": journal})
         progress = next(c for c in self.callback_handler.callbacks if isinstance(c, MixerProgress))
         progress.samples_seen, progress.global_step = start, step
         progress.samples_per_step, progress.served = per_step, ds.plan
-        progress.plan = ds.plan.lineage(start)
+        progress.plan, progress.journal = ds.plan.lineage(start), ds._online.state()
 
-    def _checkpoint_samples(self, ds: StreamingMixture, step: int) -> int:
+    def _checkpoint_samples(self, ds: StreamingMixture, step: int) -> tuple[int, list]:
         saved = self.state.stateful_callbacks.get(PROGRESS)
         attrs = saved.get("attributes", {}) if isinstance(saved, dict) else {}
         if attrs.get("global_step") != step:
@@ -182,14 +192,16 @@ class MixerTrainer(Trainer):
                 f"the checkpoint at step {step} holds samples_seen={seen!r}, outside this plan's"
                 f" [0, {ds.plan.total}]"
             )
+        journal = attrs.get("journal", [])
         try:  # the checkpoint's lineage: resumes across amendments made at or after it
+            ds._online.replace(journal)
             check_lineage({"plan": attrs.get("plan")}, ds.plan, seen)
         except StateError as e:
             raise StateError(
                 f"the checkpoint at step {step}: {e}; or pass ignore_data_skip=True to restart"
                 " the data at sample 0 if that is intended"
             ) from None
-        return seen
+        return seen, journal
 
     # -- evaluation -----------------------------------------------------------------------
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:

@@ -30,8 +30,9 @@ class Hashing(Recording):
     """Records (index, sha of the input ids) of every sample it trains on."""
 
     def forward(self, index=None, input_ids=None, **kwargs):
-        rows = [hashlib.sha1(r.numpy().tobytes()).hexdigest()[:12] for r in input_ids]
-        self.trained += list(zip(index.tolist(), rows, strict=True))
+        if self.training:  # evaluation batches are not training
+            rows = [hashlib.sha1(r.numpy().tobytes()).hexdigest()[:12] for r in input_ids]
+            self.trained += list(zip(index.tolist(), rows, strict=True))
         return super().forward(index=index, input_ids=input_ids, **kwargs)
 
 
@@ -106,3 +107,101 @@ def test_two_ranks_resume_on_the_amended_plan(out, tmp_path):
     assert all(old[i] == h for i, h in before)
     assert sorted(i for i, _ in after) == list(range(S, STEPS * B * WORLD))  # [S, N) once
     assert all(new[i] == h for i, h in after)  # ... from the amended plan
+
+
+class Scripted:
+    """A controller with fixed answers at given steps (the exactness test needs known changes;
+    ReplayController's own logic is tested in tests/unit/test_controllers.py)."""
+
+    def __init__(self, plan: dict[int, dict]):
+        self.plan, self.calls = plan, []
+
+    def __call__(self, step, metrics):
+        self.calls.append((step, sorted(k for k in metrics if k.endswith("_loss"))))
+        return self.plan.get(step)
+
+
+CHANGES = {2: {"web": 0.2, "zh": 0.8}, 4: {"web": 0.9, "zh": 0.1}}
+
+
+def _controlled(rank: int, out: str, tmp: str) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD)
+    )
+    import torch.distributed as dist
+    from test_hf import hf_args, tiny_llama
+
+    from mixer.integrations.hf import MixerCollator, MixerTrainer
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=WORLD
+    )
+
+    def trainer(model, controller, workers):
+        args = hf_args(
+            f"{tmp}/ctl",
+            max_steps=STEPS,
+            save_steps=4,
+            eval_strategy="steps",
+            eval_steps=2,
+            dataloader_num_workers=workers,
+        )
+        return MixerTrainer(
+            model,
+            args,
+            MixerCollator(keep_index=True),
+            train_dataset=out,
+            eval_dataset=out,
+            mixer_controller=controller,
+        )
+
+    try:
+        first = tiny_llama(cls=Hashing)
+        first.trained = []
+        ctl = Scripted(CHANGES)
+        t = trainer(first, ctl, workers=2)
+        t.train()
+        journal = t.train_dataset.state_dict().get("journal")
+        again = tiny_llama(cls=Hashing)
+        again.trained = []
+        trainer(again, Scripted(CHANGES), workers=0).train(
+            resume_from_checkpoint=f"{tmp}/ctl/checkpoint-4"
+        )
+        with open(f"{tmp}/ctl{rank}.json", "w") as f:
+            json.dump(
+                {
+                    "first": first.trained,
+                    "resumed": again.trained,
+                    "journal": journal,
+                    "calls": ctl.calls,
+                },
+                f,
+            )
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_controller_changes_weights_exactly_and_resumes(out, tmp_path):
+    mp.start_processes(
+        _controlled, args=(str(out), str(tmp_path)), nprocs=WORLD, start_method="spawn"
+    )
+    ranks = [json.loads((tmp_path / f"ctl{r}.json").read_text()) for r in range(WORLD)]
+    journal = ranks[0]["journal"]
+    assert journal == ranks[1]["journal"]
+    assert [at for at, _ in journal] == [2 * B * WORLD, 4 * B * WORLD]  # at the evaluations
+    assert [c[0] for c in ranks[0]["calls"]] == [2, 4, 6]  # after each evaluation
+    replay = StreamingMixture(out, batch_size=1, rank=0, world_size=1, position_ids=False)
+    replay.load_state_dict({"samples_seen": 0, "journal": journal})  # the run, from its state
+    rows = {}
+    for sample in replay:
+        if sample["index"] >= STEPS * B * WORLD:
+            break
+        rows[sample["index"]] = hashlib.sha1(sample["input_ids"].tobytes()).hexdigest()[:12]
+    first = [tuple(x) for got in ranks for x in got["first"]]
+    assert sorted(i for i, _ in first) == list(range(STEPS * B * WORLD))  # each once
+    assert all(rows[i] == h for i, h in first)  # the replay of its journal
+    resumed = [tuple(x) for got in ranks for x in got["resumed"]]
+    assert sorted(i for i, _ in resumed) == list(range(4 * B * WORLD, STEPS * B * WORLD))
+    assert all(rows[i] == h for i, h in resumed)
