@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mixer.artifacts.planfile import load_plan, val_plan
@@ -20,7 +19,8 @@ from mixer.serve.buffers import Buffers
 from mixer.serve.cache import SplitStore, cache_root, check_limit, open_build
 from mixer.serve.cache_limit import CacheLimit, parse_limit
 from mixer.serve.online import Online, agree
-from mixer.serve.positions import positions_of_starts
+from mixer.serve.positions import padding_of, positions_of_starts
+from mixer.serve.ranks import rank_world
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
 CHUNK_SAMPLES = 256  # samples gathered at once (8 MiB of int64 at 2048 tokens)
@@ -75,7 +75,7 @@ class StreamingMixture(IterableDataset):
         if batch_size is not None and batch_size < 1:
             raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         self.split, self.batch_size, self.position_ids = split, batch_size, position_ids
-        self.rank, self.world_size = _rank_world(rank, world_size)
+        self.rank, self.world_size = rank_world(rank, world_size)
         self.manifest = open_build(self.path, cache_dir)
         plan = load_plan(self.manifest) if split == "train" else val_plan(self.manifest)
         self._online = Online(plan.restrict(source) if source else plan)
@@ -178,16 +178,11 @@ class StreamingMixture(IterableDataset):
 
     # -- online weights -------------------------------------------------------------------
     def set_weights(self, weights: dict[str, float], at_sample: int | None = None) -> int:
-        """Serve ``weights`` from global sample ``at_sample`` on (sources not named keep their
-        weight there); returns that sample. Exact as an amendment (docs/steering.md): the
-        samples before it never change, passes continue, the rest is allocated exactly.
-
-        ``at_sample=None``: the first global-batch boundary this process has not started. Only
-        this process's position is known here: with DataLoader workers, change the weights
-        through ``MixerLoader.set_weights`` (it starts the workers again from the trainer's
-        position) or give ``at_sample`` and start a new iteration. Under torch.distributed every
-        data-parallel rank must call it with the same weights (checked: a collective).
-        """
+        """Serve ``weights`` from global sample ``at_sample`` on, exactly (an amendment, see
+        `mixer.serve.online`); returns that sample. None: the first global-batch boundary this
+        process has not started (with DataLoader workers use ``MixerLoader.set_weights``, or
+        give ``at_sample`` and start a new iteration). Every data-parallel rank must make the
+        same change (checked)."""
         if self.split != "train" or len(self.plan.sources) < 2:
             raise UsageError("set_weights: only for a training mixture of several sources")
         sl = self._slicing()
@@ -265,7 +260,7 @@ class StreamingMixture(IterableDataset):
         rows = 2 if self.position_ids else 1
         out = self._gather(src, blocks)
         names = [p.name for p in self.plan.sources]
-        pads = _padding(self.plan, src, blocks)
+        pads = padding_of(self.plan, src, blocks)
         for j, (s, i) in enumerate(zip(src.tolist(), index.tolist(), strict=True)):
             sample = {"input_ids": out[0, j], "source": names[s], "index": i}
             if rows == 2:
@@ -310,31 +305,3 @@ class StreamingMixture(IterableDataset):
                 vocab_size=self.manifest.tokenizer.vocab_size,
             )
         return self._stores[name]
-
-
-def _padding(plan, src: np.ndarray, blocks: np.ndarray) -> list[int] | None:
-    """Padding tokens at the end of each block, or None when no source of the plan is padded.
-
-    ``remainder: pad`` pads only the last block of a source's split (``Packer.finish``), with
-    the EOS id: the tokens alone cannot tell padding from a document's own EOS, so the count is
-    served beside them (one int per sample, only for builds that pad).
-    """
-    pad = np.array([s.padding_tokens for s in plan.sources], np.int64)
-    if not pad.any():
-        return None
-    last = np.array([s.num_blocks - 1 for s in plan.sources], np.int64)
-    return np.where(blocks == last[src], pad[src], 0).tolist()
-
-
-def _rank_world(rank: int | None, world: int | None) -> tuple[int, int]:
-    if rank is None or world is None:
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized():
-            rank = dist.get_rank() if rank is None else rank
-            world = dist.get_world_size() if world is None else world
-        else:
-            rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-            world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
-    if world < 1 or not 0 <= rank < world:
-        raise UsageError(f"data-parallel rank {rank} is not in [0, world_size={world})")
-    return rank, world

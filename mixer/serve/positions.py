@@ -46,3 +46,17 @@ def positions_of_starts(
         return start.astype(np.int64)
     out[...] = start
     return out
+
+
+def padding_of(plan, src: np.ndarray, blocks: np.ndarray) -> list[int] | None:
+    """Padding tokens at the end of each block, or None when no source of the plan is padded.
+
+    ``remainder: pad`` pads only the last block of a source's split (``Packer.finish``), with
+    the EOS id: the tokens alone cannot tell padding from a document's own EOS, so the count is
+    served beside them (one int per sample, only for builds that pad).
+    """
+    pad = np.array([s.padding_tokens for s in plan.sources], np.int64)
+    if not pad.any():
+        return None
+    last = np.array([s.num_blocks - 1 for s in plan.sources], np.int64)
+    return np.where(blocks == last[src], pad[src], 0).tolist()

@@ -237,3 +237,29 @@ def test_amend_with_a_recipe_adds_a_source_at_s(tmp_path, cli, write_recipe):
     changed = write_recipe(recipe, "third.yaml")
     r = cli("amend", out, "--at-sample", S, "--recipe", changed)
     assert r.exit_code == 2 and "sources.web: differs from the built source" in r.output
+
+
+def test_online_changes_replay_from_the_state_on_any_ranks_and_workers(built, tmp_path):
+    """set_weights during an iteration; the state alone replays the run: the same samples for
+    world sizes 1 and 2 and 0 or 2 DataLoader workers, and from a resume mid-run."""
+    rng = np.random.default_rng(1)
+    ds = StreamingMixture(built, batch_size=B, rank=0, world_size=1, cache_dir=tmp_path / "c")
+    got, it = {}, iter(ds)
+    changes = sorted(rng.choice(np.arange(1, 900), 20, replace=False).tolist())
+    for n in range(4000 - 4000 % B):
+        if changes and n // B == changes[0]:
+            changes.pop(0)
+            w = rng.uniform(0.05, 1, 3).round(2)
+            ds.set_weights(dict(zip(["books", "web", "zh"], map(float, w), strict=True)))
+        s = next(it)
+        got[s["index"]] = (s["source"], hash(s["input_ids"].tobytes()))
+    state = ds.state_dict()
+    assert len(state["journal"]) == 20 and state["samples_seen"] == len(got)
+    start = {"samples_seen": 0, "journal": state["journal"]}
+    for world, workers in ((1, 0), (1, 2), (2, 0), (2, 2)):
+        replay = trained(built, tmp_path / "c", start_state=start, world=world, workers=workers)
+        usable = 4000 - 4000 % (B * world)
+        assert replay == {i: got[i] for i in range(usable)}, (world, workers)
+    mid = {"samples_seen": 2000, "journal": state["journal"]}
+    resumed = trained(built, tmp_path / "c", start_state=mid, world=1)
+    assert resumed == {i: got[i] for i in range(2000, len(got))}
