@@ -118,6 +118,12 @@ def _open(output: str):
     help="Ranks W: step S is sample S*B*W.",
 )
 @click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False),
+    help="A saved resume state: the plan as its run was served (online changes), at its sample.",
+)
+@click.option(
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False),
@@ -131,6 +137,7 @@ def stats(
     at_step: int | None,
     batch_size: int | None,
     world_size: int,
+    state_path: str | None,
     plot_path: str | None,
 ) -> None:
     """Show what the build in OUTPUT holds and what its plan will serve."""
@@ -145,6 +152,12 @@ def stats(
         at_sample = at_step * batch_size * world_size
     manifest, plan = _open(output)
     check_files(manifest)
+    if state_path:
+        from mixer.report.state_file import read_state, served_plan
+
+        state = read_state(state_path)
+        plan = served_plan(plan, state)
+        at_sample = state["samples_seen"] if at_sample is None else at_sample
     summary = summarize(manifest, plan, at_sample)
     if plot_path:
         from mixer.report.plot import plot

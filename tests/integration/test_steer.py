@@ -239,7 +239,7 @@ def test_amend_with_a_recipe_adds_a_source_at_s(tmp_path, cli, write_recipe):
     assert r.exit_code == 2 and "sources.web: differs from the built source" in r.output
 
 
-def test_online_changes_replay_from_the_state_on_any_ranks_and_workers(built, tmp_path):
+def test_online_changes_replay_from_the_state_on_any_ranks_and_workers(built, tmp_path, cli):
     """set_weights during an iteration; the state alone replays the run: the same samples for
     world sizes 1 and 2 and 0 or 2 DataLoader workers, and from a resume mid-run."""
     rng = np.random.default_rng(1)
@@ -263,3 +263,12 @@ def test_online_changes_replay_from_the_state_on_any_ranks_and_workers(built, tm
     mid = {"samples_seen": 2000, "journal": state["journal"]}
     resumed = trained(built, tmp_path / "c", start_state=mid, world=1)
     assert resumed == {i: got[i] for i in range(2000, len(got))}
+    (tmp_path / "state.json").write_text(json.dumps(state))  # what the run was served
+    r = cli("stats", built, "--state", tmp_path / "state.json", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert len(summary["journal"]) == 20 and summary["at_sample"] == len(got)
+    for name, c in summary["consumed"].items():
+        assert c["samples"] == sum(1 for src, _ in got.values() if src == name)
+    bad = cli("stats", built, "--state", tmp_path / "nope.json")
+    assert bad.exit_code == 2 and "--state" in bad.output and "no such file" in bad.output
