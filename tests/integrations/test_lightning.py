@@ -103,3 +103,62 @@ def test_fabric_saves_and_loads_the_loader(small_build, cache, tmp_path):
     assert saved["loader"]["samples_seen"] == 5 * B and saved["iter_num"] == 5
     second = run(9, resume=True)
     assert first + second == [list(range(g * B, g * B + B)) for g in range(9)]
+
+
+class Validating(Recorder):
+    """Logs a fixed per-source validation loss (what the controller reads)."""
+
+    def training_step(self, batch, batch_idx):
+        self.sources = getattr(self, "sources", []) + list(batch["source"])
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("eval_web_loss", 2.0 + 0.1 * self.global_step)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_controller_callback_changes_the_weights_exactly(small_build, cache, tmp_path, workers):
+    """MixerController after each validation: the trainer trains the replay of the journal in
+    the loader's state, each sample once; and the checkpoint replays it."""
+    from mixer import StreamingMixture
+    from mixer.integrations.lightning import MixerController
+
+    seen = []
+
+    def controller(step, metrics):
+        seen.append((step, metrics["eval_web_loss"]))
+        return {"web": 0.1 * (len(seen) % 3) + 0.05}
+
+    model = Validating()
+    loader = MixerLoader(small_build, B, cache_dir=cache, num_workers=workers)
+    val = MixerLoader(small_build, B, split="val", cache_dir=cache)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=12,
+        val_check_interval=4,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+    )
+    trainer.callbacks.append(MixerController(controller, loader))
+    trainer.fit(model, train_dataloaders=loader, val_dataloaders=val)
+    journal = loader.state_dict()["journal"]
+    assert [at for at, _ in journal] == [4 * B, 8 * B, 12 * B][: len(journal)]
+    assert [s for s, _ in seen][:2] == [4, 8]
+    replay = StreamingMixture(small_build, batch_size=B, cache_dir=cache)
+    replay.load_state_dict({"samples_seen": 0, "journal": journal})
+    expected = [s for s in replay][: 12 * B]
+    got = [i for b in model.trained for i in b]
+    assert got == [s["index"] for s in expected]  # each sample once, in order
+    assert model.sources == [s["source"] for s in expected]  # ... from the steered plan
+    assert (
+        model.sources
+        != [s["source"] for s in StreamingMixture(small_build, batch_size=B, cache_dir=cache)][
+            : 12 * B
+        ]
+    )
