@@ -144,6 +144,13 @@ def skip(plan, *, start: int, end: int, entry: Amendment, limits=None):
             f"skip range [{start:,}, {end:,}) must be non-empty and inside the plan's"
             f" [0, {plan.total:,})"
         )
+    last = max((e.at for e in plan.journal), default=0)
+    if start < last:  # else samples before this entry's would depend on a later one
+        kind = next(e.kind for e in reversed(plan.journal) if e.at == last)
+        raise PlanError(
+            f"skip at sample {start:,} is before the journal's {kind} at sample {last:,}: amend"
+            f" at {start:,} first (it replaces the later changes), then skip"
+        )
     c = plan.counts_many([start, end])
     passed = {}
     for s, (a, b) in enumerate(zip(c[0].tolist(), c[1].tolist(), strict=True)):

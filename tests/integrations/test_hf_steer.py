@@ -41,7 +41,8 @@ def out(tmp_path_factory):
     yield from small_build(tmp_path_factory.mktemp("hfsteer"))
 
 
-def _rank_main(rank: int, out: str, tmp: str) -> None:
+def _in_gloo(rank: int, tmp: str, name: str, work) -> None:
+    """Run ``work(dist)`` as rank ``rank`` of a gloo group; write its result to NAME{rank}.json."""
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD)
     )
@@ -51,12 +52,16 @@ def _rank_main(rank: int, out: str, tmp: str) -> None:
         "gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=WORLD
     )
     try:
-        got = _train_amend_resume(out, tmp, rank, dist)
-        with open(f"{tmp}/rank{rank}.json", "w") as f:
+        got = work(dist)
+        with open(f"{tmp}/{name}{rank}.json", "w") as f:
             json.dump(got, f)
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _rank_main(rank: int, out: str, tmp: str) -> None:
+    _in_gloo(rank, tmp, "rank", lambda dist: _train_amend_resume(out, tmp, rank, dist))
 
 
 def _train_amend_resume(out: str, tmp: str, rank: int, dist) -> dict:
@@ -125,17 +130,13 @@ CHANGES = {2: {"web": 0.2, "zh": 0.8}, 4: {"web": 0.9, "zh": 0.1}}
 
 
 def _controlled(rank: int, out: str, tmp: str) -> None:
-    os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD)
-    )
-    import torch.distributed as dist
+    _in_gloo(rank, tmp, "ctl", lambda dist: _train_with_controller(out, tmp))
+
+
+def _train_with_controller(out: str, tmp: str) -> dict:
     from test_hf import hf_args, tiny_llama
 
     from mixer.integrations.hf import MixerCollator, MixerTrainer
-
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=WORLD
-    )
 
     def trainer(model, controller, workers):
         args = hf_args(
@@ -146,40 +147,27 @@ def _controlled(rank: int, out: str, tmp: str) -> None:
             eval_steps=2,
             dataloader_num_workers=workers,
         )
+        collate = MixerCollator(keep_index=True)
         return MixerTrainer(
-            model,
-            args,
-            MixerCollator(keep_index=True),
-            train_dataset=out,
-            eval_dataset=out,
-            mixer_controller=controller,
+            model, args, collate, train_dataset=out, eval_dataset=out, mixer_controller=controller
         )
 
-    try:
-        first = tiny_llama(cls=Hashing)
-        first.trained = []
-        ctl = Scripted(CHANGES)
-        t = trainer(first, ctl, workers=2)
-        t.train()
-        journal = t.train_dataset.state_dict().get("journal")
-        again = tiny_llama(cls=Hashing)
-        again.trained = []
-        trainer(again, Scripted(CHANGES), workers=0).train(
-            resume_from_checkpoint=f"{tmp}/ctl/checkpoint-4"
-        )
-        with open(f"{tmp}/ctl{rank}.json", "w") as f:
-            json.dump(
-                {
-                    "first": first.trained,
-                    "resumed": again.trained,
-                    "journal": journal,
-                    "calls": ctl.calls,
-                },
-                f,
-            )
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    first = tiny_llama(cls=Hashing)
+    first.trained = []
+    ctl = Scripted(CHANGES)
+    t = trainer(first, ctl, workers=2)
+    t.train()
+    journal = t.train_dataset.state_dict().get("journal")
+    again = tiny_llama(cls=Hashing)
+    again.trained = []
+    resume = f"{tmp}/ctl/checkpoint-4"
+    trainer(again, Scripted(CHANGES), workers=0).train(resume_from_checkpoint=resume)
+    return {
+        "first": first.trained,
+        "resumed": again.trained,
+        "journal": journal,
+        "calls": ctl.calls,
+    }
 
 
 @pytest.mark.slow
