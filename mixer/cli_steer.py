@@ -28,6 +28,21 @@ def _at_options(prefix: str):
     return wrap
 
 
+def _journal(output) -> tuple:
+    from mixer.artifacts.manifest import Manifest
+    from mixer.artifacts.planfile import load_plan
+
+    return load_plan(Manifest.load(output)).journal
+
+
+def _say_replaced(before: tuple, at: int) -> None:
+    """The journal entries an amendment replaced (those at or after its sample)."""
+    for e in before:
+        if e.at >= at:
+            note = f" ({e.note})" if e.note else ""
+            click.echo(f"replaced: {e.kind} at sample {e.at:,}{note}")
+
+
 def _parse_weights(text: str) -> dict[str, float]:
     out = {}
     for part in text.split(","):
@@ -71,6 +86,7 @@ def amend(
         world_size=world_size,
         grad_accum=grad_accum,
     )
+    before = _journal(output)
     if recipe:
         from mixer.amend_recipe import amend_recipe
 
@@ -86,6 +102,7 @@ def amend(
             samples=samples,
             note=note,
         )
+    _say_replaced(before, at)
     shares = ", ".join(f"{s.name} {s.weight:.2%}" for s in plan.sources)
     click.echo(f"amended at sample {at:,}: {plan.total:,} samples; whole-plan shares: {shares}")
     click.echo(f"plan: {plan.fingerprint}")

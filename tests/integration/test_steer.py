@@ -193,6 +193,8 @@ def test_any_world_size_and_workers_serve_the_steered_plan_once(out, tmp_path, c
     r = cli("amend", out, "--at-sample", 1000, "--weights", "zh=0.5", "--samples", "3000")
     assert r.exit_code == 0, r.output
     assert cli("skip", out, "--samples", "1500:1600").exit_code == 0
+    r = cli("skip", out, "--samples", "1200:1210")  # before the skip at 1500: refused
+    assert r.exit_code == 2 and "amend at 1,200 first" in r.output, r.output
     reference = trained(out, tmp_path / "ref", world=1)
     plan = plan_of(out)
     assert len(plan.journal) == 2
@@ -272,3 +274,18 @@ def test_online_changes_replay_from_the_state_on_any_ranks_and_workers(built, tm
         assert c["samples"] == sum(1 for src, _ in got.values() if src == name)
     bad = cli("stats", built, "--state", tmp_path / "nope.json")
     assert bad.exit_code == 2 and "--state" in bad.output and "no such file" in bad.output
+
+
+def test_an_earlier_amendment_replaces_later_entries(out, cli):
+    assert (
+        cli("amend", out, "--at-sample", 800, "--weights", "web=0.2", "--note", "a").exit_code == 0
+    )
+    assert cli("skip", out, "--samples", "900:950").exit_code == 0
+    r = cli("amend", out, "--at-sample", 600, "--weights", "web=0.1")
+    assert r.exit_code == 0, r.output
+    assert (
+        "replaced: amend at sample 800 (a)" in r.output
+        and "replaced: skip at sample 900" in r.output
+    )
+    assert [(e.kind, e.at) for e in plan_of(out).journal] == [("amend", 600)]
+    assert len(list((out / "plans").glob("*.json"))) == 3  # every superseded plan kept
