@@ -25,7 +25,8 @@ holds every user-facing exception; ``identity`` the hashing; ``typed`` the check
 JSON records.
 """
 
-__version__ = "0.1.0"
+from mixer.version import __version__
+
 __all__ = ["MixerLoader", "StreamingMixture", "__version__"]
 
 

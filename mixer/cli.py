@@ -9,8 +9,8 @@ import sys
 import click
 from rich.console import Console
 
-from mixer import __version__
 from mixer.errors import MixerError
+from mixer.version import __version__
 
 
 def _friendly(fn):
@@ -77,21 +77,31 @@ def build(
     """Build RECIPE into tokenized, packed MDS shards with a manifest."""
     if address and engine != "ray":
         raise click.UsageError("--address is the Ray cluster's: give it with --engine ray")
-    from mixer.builder import build as run_build
+    from mixer.builder import run_build
     from mixer.recipe import load_recipe
+    from mixer.report.built import print_summary
 
     r = load_recipe(recipe, output=output)
-    manifest = run_build(
+    console = Console(stderr=True)
+    b = run_build(
         r,
         workers=workers,
         strict=strict,
         show_progress=progress,
-        console=Console(stderr=True),
+        console=console,
         encoder=encoder,
         engine=engine,
         address=address,
     )
-    click.echo(f"wrote {manifest.root}")
+    print_summary(
+        console,
+        b.manifest,
+        seconds=b.seconds,
+        reused=b.reused,
+        num_units=b.num_units,
+        linked=b.linked,
+    )
+    click.echo(f"wrote {b.manifest.root}")
 
 
 @main.command()

@@ -30,7 +30,7 @@ from mixer.builder.executors import default_workers, emit, worker_state
 from mixer.builder.merge import SourceMerge
 from mixer.builder.outdir import BuildDir, write_error
 from mixer.builder.progress import BuildProgress
-from mixer.builder.record import report, source_record, write_manifest
+from mixer.builder.record import source_record, write_manifest
 from mixer.builder.schedule import Schedule
 from mixer.builder.spill import UnitResult, unit_key
 from mixer.builder.tiktoken_fast import TiktokenEncoder, TiktokenSpec
@@ -74,7 +74,23 @@ def _run(task: _Task) -> UnitResult:
     )
 
 
-def build(
+@dataclass(frozen=True, kw_only=True)
+class Built:
+    """What a build did, for its summary (`mixer.report.built`)."""
+
+    manifest: Manifest
+    seconds: float
+    reused: int  # finished units reused from an earlier, interrupted run
+    num_units: int
+    linked: tuple[str, ...]  # sources whose blocks were linked from another build
+
+
+def build(recipe: Recipe, **options) -> Manifest:
+    """Build ``recipe`` into ``recipe.output``; the published manifest (see `run_build`)."""
+    return run_build(recipe, **options).manifest
+
+
+def run_build(
     recipe: Recipe,
     *,
     workers: int | None = None,
@@ -84,8 +100,8 @@ def build(
     encoder: str = "auto",
     engine: str = "local",
     address: str | None = None,
-) -> Manifest:
-    """Build ``recipe`` into ``recipe.output``; returns the published manifest.
+) -> Built:
+    """Build ``recipe`` into ``recipe.output``: the published manifest and what the build did.
 
     A user mistake found while building (``--strict`` input, an empty source, an impossible
     plan) discards the work; a crash or a kill keeps it, and the rerun reuses every finished
@@ -131,7 +147,7 @@ def build(
                 (engine, address),
                 takes,
             )
-            report(console, manifest, time.perf_counter() - started, reused, num_units, decisions)
+            seconds = time.perf_counter() - started
             bd.publish()
         except MixerError:
             _keep_units(recipe, bd.work, todo, takes)  # what was tokenized stays reusable
@@ -139,7 +155,14 @@ def build(
             raise
         except OSError as e:
             raise write_error(e, bd.work) from None
-    return Manifest.load(recipe.output)
+    linked = tuple(n for n, d in decisions.items() if d.linked is not None)
+    return Built(
+        manifest=Manifest.load(recipe.output),
+        seconds=seconds,
+        reused=reused,
+        num_units=num_units,
+        linked=linked,
+    )
 
 
 def _decide(

@@ -1,11 +1,10 @@
 """Hugging Face transformers: batches, labels and attention for mixer's packed blocks.
 
-``MixerTrainer`` (a ``transformers.Trainer`` that trains mixer's plan exactly, resumes in
-O(1) and evaluates per source) lives in :mod:`mixer.integrations.hf_trainer` and is importable
-from here. This module holds what a stock ``Trainer`` script needs too (``MixerCollator``,
-``check_vocabulary``, ``packed_attention``, ``val_mixtures``, ``token_losses``) and the
-dataset and step arithmetic for a Trainer's arguments; it imports neither transformers nor
-accelerate (torch and the dataset only when called).
+What a stock ``Trainer`` script needs (``MixerCollator``, ``check_vocabulary``,
+``packed_attention``, ``val_mixtures``, ``token_losses``; users import them from
+:mod:`mixer.integrations.hf`) and the dataset and step arithmetic ``MixerTrainer``
+(:mod:`mixer.integrations.hf_trainer`) needs for a Trainer's arguments. It imports neither
+transformers nor accelerate (torch and the dataset only when called).
 
 Why the labels look the way they do: Hugging Face causal LMs shift labels inside the model
 (the logits at t are scored against ``labels[t + 1]``), so ``labels = input_ids`` over a block,
@@ -34,23 +33,7 @@ import numpy as np
 from mixer.errors import TrainerError
 from mixer.plan import Slicing
 
-__all__ = [  # + MixerTrainer, imported when asked for
-    "MixerCollator",
-    "check_vocabulary",
-    "packed_attention",
-    "token_losses",
-    "val_mixtures",
-]
-
 IGNORE = -100  # Hugging Face's ignore_index for labels
-
-
-def __getattr__(name: str):
-    if name == "MixerTrainer":  # imports transformers: only when asked for
-        from mixer.integrations.hf_trainer import MixerTrainer
-
-        return MixerTrainer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

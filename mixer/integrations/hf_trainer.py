@@ -26,7 +26,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import EvalLoopOutput
 
 from mixer.errors import StateError, TrainerError
-from mixer.integrations.hf import (
+from mixer.integrations.hf_batches import (
     MixerCollator,
     blank_sample,
     check_build_vocabulary,

@@ -11,6 +11,7 @@ from rich.table import Table
 from mixer.artifacts.manifest import Manifest
 from mixer.errors import UsageError
 from mixer.plan import Plan
+from mixer.report.built import taken_line
 from mixer.typed import to_json
 
 REPEAT_WARNING = 4  # epochs beyond which repeating a source is risky
@@ -239,32 +240,6 @@ def render_table(summary: dict, console: Console) -> None:
         console.print(f"consumed by sample {n:,}{where}: " + "; ".join(parts), highlight=False)
     for w in summary["warnings"]:
         console.print(f"[yellow]warning[/]: {w}", highlight=False)
-
-
-def taken_line(t: dict) -> str:
-    """What a budgeted source took: "taken 28,222 tokens, 407 documents of the source (take:
-    auto: 26,112 train tokens for 400 samples at max_epochs 1 and 8 blocks of margin; read
-    49,812 bytes; stopped at web.jsonl.gz byte 49,812)"."""
-    b = t["budget"]
-    why = "take: " + (b if isinstance(b, str) else ", ".join(f"{k} {v:,}" for k, v in b.items()))
-    if (need := t.get("need")) is not None:
-        why += (
-            f": {need['train_tokens']:,} train tokens for {need['samples']:,} samples at"
-            f" max_epochs {need['max_epochs']:g} and {_blocks(need['margin_blocks'])} of margin"
-        )
-    if t.get("bytes_read") is not None:
-        why += f"; read {t['bytes_read']:,} bytes"
-    if t["exhausted"]:
-        why += "; the source ran out before the budget was met"
-    elif t.get("stopped") is None:
-        why += "; read to its end"
-    else:
-        why += f"; stopped at {t['stopped']}"
-    return f"taken {t['tokens']:,} tokens, {t['documents']:,} documents of the source ({why})"
-
-
-def _blocks(n: int) -> str:
-    return f"{n:,} block{'s' * (n != 1)}"
 
 
 def _label(phase: dict) -> str:

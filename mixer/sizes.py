@@ -1,0 +1,20 @@
+"""Sizes a user writes (``64MiB``, ``500MB``, ``20GiB``, or bytes): parsed in one place, for the
+recipe's keys and the serving cache's limit alike."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?|b)?\s*$", re.I)
+
+
+def parse_size(value: Any) -> int | None:
+    """Bytes from an integer or a string such as ``64MiB``, ``500MB``, ``20GiB``; else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and (m := _SIZE_RE.match(value)):
+        prefix, binary = (m.group(2) or "").lower(), bool(m.group(3))
+        power = " kmgt".index(prefix) if prefix else 0
+        return int(float(m.group(1)) * (1024 if binary else 1000) ** power)
+    return None
