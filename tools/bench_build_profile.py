@@ -85,9 +85,9 @@ def _instrument() -> Timers:
     import mixer.builder.merge as merge
     import mixer.builder.outdir as outdir
     import mixer.builder.reuse as reuse
+    import mixer.builder.run_units as tokenize
     import mixer.builder.tiktoken_fast as fast
     import mixer.builder.tokenizer as tokenizer
-    import mixer.builder.tokenizing as tokenize
     import mixer.builder.worker as worker
 
     t = Timers()

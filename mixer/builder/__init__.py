@@ -24,19 +24,19 @@ from rich.console import Console
 
 from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.planfile import save_plan, train_plan
-from mixer.builder import budgeted, reuse
-from mixer.builder.budget import Budget, budgets
+from mixer.builder import reuse, take_reuse
 from mixer.builder.executors import default_workers, emit, worker_state
 from mixer.builder.merge import SourceMerge
 from mixer.builder.outdir import BuildDir, write_error
 from mixer.builder.progress import BuildProgress
 from mixer.builder.record import source_record, write_manifest
+from mixer.builder.run_units import reused_loader, tokenize
 from mixer.builder.schedule import Schedule
 from mixer.builder.spill import UnitResult, unit_key
+from mixer.builder.take_measure import Budget, budgets
 from mixer.builder.tiktoken_fast import TiktokenEncoder, TiktokenSpec
 from mixer.builder.tokenizer import BuildTokenizer, Encoder, Ids, TokenizerInfo
 from mixer.builder.tokenizer import BuildTokenizer as open_tokenizer
-from mixer.builder.tokenizing import reused_loader, tokenize
 from mixer.builder.units import Unit, iter_units, plan_units
 from mixer.builder.worker import run_unit
 from mixer.errors import MixerError, RecipeError
@@ -174,8 +174,8 @@ def _decide(
         if s.reuse:
             decisions[s.name] = reuse.Decision(linked=reuse.reference(recipe, s))
             continue
-        if s.take is not None:  # no input hashed: see mixer.builder.budgeted
-            linked = budgeted.linkable(prev, recipe, s, ident, takes[s.name])
+        if s.take is not None:  # no input hashed: see mixer.builder.take_reuse
+            linked = take_reuse.linkable(prev, recipe, s, ident, takes[s.name])
             decisions[s.name] = reuse.Decision(linked=linked)
             continue
         inputs = reuse.stat_inputs(s, known) if s.files else []
@@ -230,7 +230,7 @@ def _count(units) -> int | None:
 
 def _keep_units(recipe: Recipe, work: Path, todo: list[SourceSpec], takes: dict) -> None:
     built = [s.name for s in todo if s.take is not None]
-    budgeted.keep_units(Path(recipe.output), work, built, list(takes))
+    take_reuse.keep_units(Path(recipe.output), work, built, list(takes))
 
 
 def _build_into(
@@ -251,7 +251,7 @@ def _build_into(
     for stale in ("sources", "tokenizer"):  # from a merge an earlier run did not finish
         shutil.rmtree(work / stale, ignore_errors=True)
     todo = [s for s in recipe.sources if s.name in units]
-    budgeted.restore_units(Path(recipe.output), work, [s.name for s in todo if s.take])
+    take_reuse.restore_units(Path(recipe.output), work, [s.name for s in todo if s.take])
     hashes = {f.path: f.sha256 for d in decisions.values() for f in d.inputs or []}
     merges = {
         s.name: SourceMerge(
@@ -305,7 +305,7 @@ def _build_into(
             src, name = d.linked
             reuse.link_source(src, name, work, s.name)
             records[s.name] = dataclasses.replace(src.sources[name], weight=s.weight)
-    budgeted.check_taken(recipe, records, takes)
+    take_reuse.check_taken(recipe, records, takes)
     _keep_units(recipe, work, todo, takes)
     shutil.rmtree(work / "units", ignore_errors=True)
     manifest = write_manifest(recipe, tok.info if tok else None, ident, decisions, records, work)
@@ -314,7 +314,7 @@ def _build_into(
 
 
 def _identity(path: str) -> dict[str, str]:
-    return {path: budgeted.input_identity(path)}
+    return {path: take_reuse.input_identity(path)}
 
 
 def _first_units(spec: SourceSpec, units) -> list[Unit]:

@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 
 from mixer.artifacts.manifest import TakeRecord
-from mixer.builder.budget import Budget, Meter, taken_mask
+from mixer.builder.take_measure import Budget, Meter, taken_mask
 from mixer.builder.units import Unit
 from mixer.recipe import ValidationSpec
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mixer.artifacts.manifest import FORMAT, Inputs, Manifest, SourceRecord, TokenizerRecord
-from mixer.builder import budgeted, reuse
+from mixer.builder import reuse, take_reuse
 from mixer.builder.tokenizer import TokenizerInfo
 from mixer.identity import sha256_file
 from mixer.recipe import Recipe
@@ -62,7 +62,7 @@ def write_manifest(
 
 def source_record(recipe, spec, decision, built: dict, merge, ident) -> SourceRecord:
     """A built source's record: ``built`` the merge's fields; a budgeted source lists the
-    files it read, unhashed (`mixer.builder.budgeted`)."""
+    files it read, unhashed (`mixer.builder.take_reuse`)."""
     if spec.take is None:
         inputs = Inputs(
             units=merge.total,
@@ -70,9 +70,9 @@ def source_record(recipe, spec, decision, built: dict, merge, ident) -> SourceRe
             files=None if spec.hf else tuple(decision.inputs),
         )
         return SourceRecord(weight=spec.weight, key=decision.key, inputs=inputs, **built)
-    files = budgeted.read_files([u.path for u, _, _ in merge.accepted]) if spec.files else None
+    files = take_reuse.read_files([u.path for u, _, _ in merge.accepted]) if spec.files else None
     inputs = Inputs(
         units=len(merge.accepted), hf=dict(spec.hf.__dict__) if spec.hf else None, files=files
     )
-    key = budgeted.budget_key(recipe, spec, files or (), ident)
+    key = take_reuse.budget_key(recipe, spec, files or (), ident)
     return SourceRecord(weight=spec.weight, key=key, inputs=inputs, **built)

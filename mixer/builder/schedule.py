@@ -20,9 +20,9 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Iterable, Iterator
 
-from mixer.builder.budget import Budget
 from mixer.builder.merge import SourceMerge
 from mixer.builder.spill import UnitResult
+from mixer.builder.take_measure import Budget
 from mixer.builder.units import Unit
 from mixer.recipe import SourceSpec
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from mixer.artifacts.manifest import InputFile, Manifest, SourceRecord
 from mixer.artifacts.planfile import planned_counts
-from mixer.builder.budget import Budget
 from mixer.builder.reuse import settings_key
+from mixer.builder.take_measure import Budget
 from mixer.errors import PlanError
 from mixer.recipe import Recipe, SourceSpec
 

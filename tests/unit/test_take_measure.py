@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixer.builder.budget import Meter, auto_needs, held_out, taken_mask
+from mixer.builder.take_measure import Meter, auto_needs, held_out, taken_mask
 from mixer.plan import make_plan
 from mixer.recipe import ValidationSpec, parse_recipe
 from tests.helpers import DATA, TOKENIZER
