@@ -61,7 +61,7 @@ def write_manifest(
 
 
 def source_record(recipe, spec, decision, built: dict, merge, ident) -> SourceRecord:
-    """A built source's record: ``built`` the merge's fields; a budgeted source lists the
+    """A built source's record: ``built`` the merge's fields; a source under a take lists the
     files it read, unhashed (`mixer.builder.take_reuse`)."""
     if spec.take is None:
         inputs = Inputs(
@@ -74,5 +74,5 @@ def source_record(recipe, spec, decision, built: dict, merge, ident) -> SourceRe
     inputs = Inputs(
         units=len(merge.accepted), hf=dict(spec.hf.__dict__) if spec.hf else None, files=files
     )
-    key = take_reuse.budget_key(recipe, spec, files or (), ident)
+    key = take_reuse.take_key(recipe, spec, files or (), ident)
     return SourceRecord(weight=spec.weight, key=key, inputs=inputs, **built)

@@ -119,7 +119,7 @@ records = st.lists(
     ),
     amount=st.integers(1, 20_000),
 )
-def test_the_cut_is_the_shortest_prefix_that_meets_the_budget(units, measure, validation, amount):
+def test_the_cut_is_the_shortest_prefix_that_meets_the_take(units, measure, validation, amount):
     def value(prefix) -> int:  # brute force over the whole prefix
         h = np.array([x[0] for x in prefix], np.uint64)
         n = np.array([x[1] for x in prefix], np.uint64)
