@@ -162,7 +162,8 @@ def stats(
     plot_path: str | None,
 ) -> None:
     """Show what the build in OUTPUT holds and what its plan will serve."""
-    from mixer.report.stats import render_table, summarize
+    from mixer.report.render import render_table
+    from mixer.report.summary import summarize
     from mixer.report.verify import check_files
 
     if at_step is not None:
@@ -179,7 +180,7 @@ def stats(
 
         plot(manifest, plan, plot_path)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(summary.to_json(), indent=2))
     else:
         render_table(summary, _stdout_console())
         if plot_path:

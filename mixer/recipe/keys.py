@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from mixer.errors import RecipeError
-from mixer.sizes import parse_size
+from mixer.syntax import parse_size
 
 _MISSING = object()
 # a size: digits, then B, or K/M/G/T with an optional i (binary) and B: 64MiB, 500MB, 1g

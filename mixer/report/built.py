@@ -60,10 +60,10 @@ def _warnings(console: Console, name: str, src, seq_len: int) -> None:
 
 
 def taken_line(t: dict) -> str:
-    """What a budgeted source took: "taken 28,222 tokens, 407 documents of the source (take:
+    """What a source under a take took: "taken 28,222 tokens, 407 documents of the source (take:
     auto: 26,112 train tokens for 400 samples at max_epochs 1 and 8 blocks of margin; read
     49,812 bytes; stopped at web.jsonl.gz byte 49,812)"."""
-    b = t["budget"]
+    b = t["budget"]  # the serialized key keeps its older word (docs/glossary.md)
     why = "take: " + (b if isinstance(b, str) else ", ".join(f"{k} {v:,}" for k, v in b.items()))
     if (need := t.get("need")) is not None:
         why += (
@@ -73,7 +73,7 @@ def taken_line(t: dict) -> str:
     if t.get("bytes_read") is not None:
         why += f"; read {t['bytes_read']:,} bytes"
     if t["exhausted"]:
-        why += "; the source ran out before the budget was met"
+        why += "; the source ran out before the take was met"
     elif t.get("stopped") is None:
         why += "; read to its end"
     else:

@@ -1,84 +1,156 @@
-"""What a build holds and what its plan will serve: manifest + plan, as JSON or a table.
+"""What a build holds and what its plan will serve, as typed records: `mixer stats`.
 
-Everything here is arithmetic on the manifest and the plan: no shard is read.
+Everything here is arithmetic on the manifest and the plan: no shard is read. The records'
+JSON (`Summary.to_json`) is the stable output of ``mixer stats --json``; their rendering as
+tables is `mixer.report.render`.
 """
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
+from dataclasses import dataclass
 
 from mixer.artifacts.manifest import Manifest
 from mixer.errors import UsageError
 from mixer.plan import Plan
-from mixer.report.built import taken_line
+from mixer.plan.limits import phase_label
 from mixer.typed import to_json
 
 REPEAT_WARNING = 4  # epochs beyond which repeating a source is risky
-_SPLIT_KEYS = ("documents", "tokens", "blocks", "dropped_tokens", "padding_tokens")
+_TOKENIZER_KEYS = ("kind", "name", "vocab_size", "bos_id", "eos_id", "dtype")
 
 
-def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> dict:
-    """The stable JSON of `mixer stats --json` (a source's top-level numbers: its train split).
+@dataclass(frozen=True, kw_only=True)
+class SplitCounts:
+    """A source's split as built: documents, tokens, blocks, tokens dropped or padded."""
 
-    Shape: {"name", "seq_len", "seed", "total_samples", "total_tokens", "tokenizer",
-    "manifest", "plan", "sources": {NAME: {"weight", "documents", "tokens", "blocks",
-    "dropped_tokens", "padding_tokens", "skipped", "samples", "samples_share", "tokens_share",
-    "epochs", "passes", "val": {"documents", "tokens", "blocks", "dropped_tokens",
-    "padding_tokens"}, "take"}}, "phases": [{"index", "name", "until", "start", "end", "samples",
-    "sources": {NAME: {"weight", "samples", "share", "epochs"}}}], "warnings": [str], and with
-    at_sample: "at_sample", "at_phase", "consumed": {NAME: {"samples", "tokens"}}}.
+    documents: int
+    tokens: int
+    blocks: int
+    dropped_tokens: int
+    padding_tokens: int
 
-    A plan without phases has one phase spanning it. A phase's ``share`` is of the phase's
-    samples; its ``epochs`` are the source's passes at the end of the phase, counted from the
-    start of the plan. With phases, a source's ``weight`` is null (the phases hold them).
-    ``take`` is null, or the manifest's record of what a source with ``take:`` took.
-    """
+
+@dataclass(frozen=True, kw_only=True)
+class SourceSummary:
+    """A source: its train split's counts at the top level (JSON as `mixer stats` has always
+    written it), what the plan serves of it, its validation split and its take."""
+
+    weight: float | None  # None with phases: the phases hold the weights
+    documents: int
+    tokens: int
+    blocks: int
+    dropped_tokens: int
+    padding_tokens: int
+    skipped: dict[str, int]
+    samples: int
+    samples_share: float
+    tokens_share: float
+    epochs: float
+    passes: int
+    val: SplitCounts
+    take: dict | None  # the manifest's take record, or None without `take:`
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseSource:
+    weight: float
+    samples: int
+    share: float  # of the phase's samples
+    epochs: float  # passes over the source's blocks by the end of the phase, from the start
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseSummary:
+    index: int
+    name: str | None
+    until: float | None
+    start: int
+    end: int
+    samples: int
+    sources: dict[str, PhaseSource]
+
+    @property
+    def label(self) -> str:
+        return phase_label(self.index, self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Summary:
+    """A plan without phases has one phase spanning it. With ``at_sample``: the phase it falls
+    in and each source's samples and tokens consumed before it."""
+
+    name: str
+    seq_len: int
+    seed: int
+    total_samples: int
+    total_tokens: int
+    tokenizer: dict
+    manifest: str  # fingerprints
+    plan: str
+    sources: dict[str, SourceSummary]
+    phases: tuple[PhaseSummary, ...]
+    warnings: tuple[str, ...]
+    at_sample: int | None = None
+    at_phase: int | None = None
+    consumed: dict[str, dict[str, int]] | None = None
+
+    def to_json(self) -> dict:
+        return to_json(self)
+
+
+def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> Summary:
+    """The summary of a build and its plan, and with ``at_sample`` what was consumed before it."""
     served = plan.counts_at(plan.total)
     total_tokens = sum(c["tokens"] for c in served.values())
     plans = {s.name: s for s in plan.sources}
     sources = {}
     for name, src in manifest.sources.items():
         sp = plans[name]
-        sources[name] = {
-            "weight": src.weight,
-            **{k: getattr(src.train, k) for k in _SPLIT_KEYS},
-            "skipped": src.skipped,
-            "samples": sp.num_samples,
-            "samples_share": sp.num_samples / plan.total if plan.total else 0.0,
-            "tokens_share": served[name]["tokens"] / total_tokens if total_tokens else 0.0,
-            "epochs": round(sp.epochs, 6),
-            "passes": sp.passes,
-            "val": {k: getattr(src.val, k) for k in _SPLIT_KEYS},
-            "take": None if src.take is None else to_json(src.take),
-        }
+        sources[name] = SourceSummary(
+            weight=src.weight,
+            **_counts(src.train).__dict__,
+            skipped=dict(src.skipped),
+            samples=sp.num_samples,
+            samples_share=sp.num_samples / plan.total if plan.total else 0.0,
+            tokens_share=served[name]["tokens"] / total_tokens if total_tokens else 0.0,
+            epochs=round(sp.epochs, 6),
+            passes=sp.passes,
+            val=_counts(src.val),
+            take=None if src.take is None else to_json(src.take),
+        )
+    phases = tuple(phase_summary(plan, list(sources)))
+    if at_sample is not None and not 0 <= at_sample <= plan.total:
+        raise UsageError(f"sample {at_sample:,} is beyond the plan's {plan.total:,} samples")
     tok = manifest.tokenizer
-    out = {
-        "name": manifest.name,
-        "seq_len": manifest.seq_len,
-        "seed": manifest.seed,
-        "total_samples": plan.total,
-        "total_tokens": total_tokens,
-        "tokenizer": {
-            k: getattr(tok, k) for k in ("kind", "name", "vocab_size", "bos_id", "eos_id", "dtype")
-        },
-        "manifest": manifest.fingerprint,
-        "plan": plan.fingerprint,
-        "sources": sources,
-        "phases": phase_summary(plan, list(sources)),
-        "warnings": [],
-    }
-    out["warnings"] = warnings(sources, manifest.sources, out["phases"])
-    if at_sample is not None:
-        if not 0 <= at_sample <= plan.total:
-            raise UsageError(f"sample {at_sample:,} is beyond the plan's {plan.total:,} samples")
-        out["at_sample"] = at_sample
-        out["at_phase"] = plan.phase_of(at_sample)
-        out["consumed"] = plan.counts_at(at_sample)
-    return out
+    return Summary(
+        name=manifest.name,
+        seq_len=manifest.seq_len,
+        seed=manifest.seed,
+        total_samples=plan.total,
+        total_tokens=total_tokens,
+        tokenizer={k: getattr(tok, k) for k in _TOKENIZER_KEYS},
+        manifest=manifest.fingerprint,
+        plan=plan.fingerprint,
+        sources=sources,
+        phases=phases,
+        warnings=tuple(warnings(sources, manifest.sources, phases)),
+        at_sample=at_sample,
+        at_phase=None if at_sample is None else plan.phase_of(at_sample),
+        consumed=None if at_sample is None else plan.counts_at(at_sample),
+    )
 
 
-def phase_summary(plan: Plan, names: list[str]) -> list[dict]:
+def _counts(split) -> SplitCounts:
+    return SplitCounts(
+        documents=split.documents,
+        tokens=split.tokens,
+        blocks=split.blocks,
+        dropped_tokens=split.dropped_tokens,
+        padding_tokens=split.padding_tokens,
+    )
+
+
+def phase_summary(plan: Plan, names: list[str]) -> list[PhaseSummary]:
     """Per phase: its span and, per source (in the order of ``names``), weight, samples, share
     of the phase, and epochs (passes over its blocks) reached by the end of the phase."""
     out, seen = [], [0] * len(plan.sources)
@@ -89,191 +161,58 @@ def phase_summary(plan: Plan, names: list[str]) -> list[dict]:
         for name in names:
             s, src = index[name], plan.sources[index[name]]
             seen[s] += ph.counts[s]
-            srcs[name] = {
-                "weight": ph.weights[s],
-                "samples": ph.counts[s],
-                "share": ph.counts[s] / (end - start) if end > start else 0.0,
-                "epochs": round(seen[s] / src.num_blocks, 6),
-            }
+            srcs[name] = PhaseSource(
+                weight=ph.weights[s],
+                samples=ph.counts[s],
+                share=ph.counts[s] / (end - start) if end > start else 0.0,
+                epochs=round(seen[s] / src.num_blocks, 6),
+            )
         out.append(
-            {
-                "index": p,
-                "name": ph.name,
-                "until": ph.until,
-                "start": start,
-                "end": end,
-                "samples": end - start,
-                "sources": srcs,
-            }
+            PhaseSummary(
+                index=p,
+                name=ph.name,
+                until=ph.until,
+                start=start,
+                end=end,
+                samples=end - start,
+                sources=srcs,
+            )
         )
     return out
 
 
-def _crossing(phases: list[dict], name: str, epochs: float) -> str:
+def _crossing(phases, name: str, epochs: float) -> str:
     """ ", phases[1] (main) takes it past 4": the phase whose end first exceeds ``epochs``."""
     if len(phases) < 2:
         return ""
-    p = next(ph for ph in phases if ph["sources"][name]["epochs"] > epochs)
-    label = f"phases[{p['index']}]" + (f" ({p['name']})" if p["name"] else "")
-    return f", {label} takes it past {epochs:g}"
+    p = next(ph for ph in phases if ph.sources[name].epochs > epochs)
+    return f", {p.label} takes it past {epochs:g}"
 
 
-def warnings(sources: dict, built: dict, phases: list[dict]) -> list[str]:
+def warnings(sources: dict[str, SourceSummary], built: dict, phases) -> list[str]:
     """Risky plans in plain words; with phases, the phase that causes a repetition."""
     out = []
-    least = min((s["epochs"] for s in sources.values()), default=0)
+    least = min((s.epochs for s in sources.values()), default=0)
     for name, s in sources.items():
-        if s["epochs"] > REPEAT_WARNING:
+        if s.epochs > REPEAT_WARNING:
             out.append(
-                f"{name} is repeated {s['epochs']:.1f} times (more than {REPEAT_WARNING}"
+                f"{name} is repeated {s.epochs:.1f} times (more than {REPEAT_WARNING}"
                 f"{_crossing(phases, name, REPEAT_WARNING)}): models degrade when small data"
                 " repeats; add data, lower its weight or the total"
             )
-        if least and s["epochs"] >= 2 * least and s["epochs"] > 1:
-            weight = "" if s["weight"] is None else f" {s['weight']:g}"
+        if least and s.epochs >= 2 * least and s.epochs > 1:
+            weight = "" if s.weight is None else f" {s.weight:g}"
             out.append(
                 f"{name} has too little data for its weight{weight}: it repeats"
-                f" {s['epochs']:.1f} times while another source repeats {least:.1f} times"
+                f" {s.epochs:.1f} times while another source repeats {least:.1f} times"
                 f"{_crossing(phases, name, 1)}"
             )
         policy = built[name].validation
         if not (policy.docs or policy.fraction):
             out.append(f"{name} has no validation split: its loss cannot be watched (validation:)")
-        elif s["val"]["blocks"] == 0:
+        elif s.val.blocks == 0:
             out.append(
-                f"{name}'s validation split is empty ({s['val']['tokens']:,} held-out tokens make"
+                f"{name}'s validation split is empty ({s.val.tokens:,} held-out tokens make"
                 " no block): hold out more documents or use `remainder: pad`"
             )
     return out
-
-
-def render_table(summary: dict, console: Console) -> None:
-    """The human view of :func:`summarize`."""
-    t = summary["tokenizer"]
-    table = Table(
-        title=f"{summary['name']}: {summary['total_samples']:,} samples of {summary['seq_len']}"
-        f" tokens, seed {summary['seed']}",
-        caption=f"tokenizer {t['kind']} {t['name']} (vocab {t['vocab_size']:,}, {t['dtype']},"
-        f" bos {t['bos_id']}, eos {t['eos_id']})",
-    )
-    cols = (
-        "source",
-        "split",
-        "weight",
-        "docs",
-        "tokens",
-        "blocks",
-        "samples",
-        "samples %",
-        "tokens %",
-        "epochs",
-        "dropped",
-        "padding",
-    )
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("source", "split") else "right")
-    for name, s in summary["sources"].items():
-        table.add_row(
-            name,
-            "train",
-            "phases" if s["weight"] is None else f"{s['weight']:g}",
-            f"{s['documents']:,}",
-            f"{s['tokens']:,}",
-            f"{s['blocks']:,}",
-            f"{s['samples']:,}",
-            f"{100 * s['samples_share']:.1f}",
-            f"{100 * s['tokens_share']:.1f}",
-            f"{s['epochs']:.2f}",
-            f"{s['dropped_tokens']:,}",
-            f"{s['padding_tokens']:,}",
-        )
-        v = s["val"]
-        table.add_row(
-            "",
-            "val",
-            "",
-            f"{v['documents']:,}",
-            f"{v['tokens']:,}",
-            f"{v['blocks']:,}",
-            "",
-            "",
-            "",
-            "",
-            f"{v['dropped_tokens']:,}",
-            f"{v['padding_tokens']:,}",
-        )
-    srcs = summary["sources"].values()
-    table.add_section()
-    table.add_row(
-        "total",
-        "train",
-        "",
-        f"{sum(s['documents'] for s in srcs):,}",
-        f"{sum(s['tokens'] for s in srcs):,}",
-        f"{sum(s['blocks'] for s in srcs):,}",
-        f"{summary['total_samples']:,}",
-        "100.0",
-        "100.0",
-        "",
-        "",
-        "",
-    )
-    console.print(table)
-    if len(summary["phases"]) > 1:
-        console.print(phase_table(summary))
-    for name, s in summary["sources"].items():
-        if s["take"] is not None:
-            console.print(f"{name}: {taken_line(s['take'])}", highlight=False, soft_wrap=True)
-        if s["skipped"]:
-            counts = ", ".join(f"{k} {v:,}" for k, v in s["skipped"].items())
-            console.print(f"{name}: skipped {counts}", highlight=False)
-    if "consumed" in summary:
-        n = summary["at_sample"]
-        parts = [
-            f"{k} {v['samples']:,} samples / {v['tokens']:,} tokens"
-            for k, v in summary["consumed"].items()
-        ]
-        where = ""
-        if len(summary["phases"]) > 1:
-            ph = summary["phases"][summary["at_phase"]]
-            where = f" (in {_label(ph)}, samples {ph['start']:,}-{ph['end'] - 1:,})"
-        console.print(f"consumed by sample {n:,}{where}: " + "; ".join(parts), highlight=False)
-    for w in summary["warnings"]:
-        console.print(f"[yellow]warning[/]: {w}", highlight=False)
-
-
-def _label(phase: dict) -> str:
-    return f"phases[{phase['index']}]" + (f" ({phase['name']})" if phase["name"] else "")
-
-
-def phase_table(summary: dict) -> Table:
-    """A row block per phase (each source's weight, samples, share of the phase and epochs by
-    its end), then each source's totals over the plan."""
-    phases = summary["phases"]
-    table = Table(title=f"{len(phases)} phases over {summary['total_samples']:,} samples")
-    for col in ("phase", "global samples", "source", "weight", "samples", "share %", "epochs"):
-        table.add_column(col, justify="left" if col in ("phase", "source") else "right")
-    for ph in phases:
-        for i, (name, s) in enumerate(ph["sources"].items()):
-            table.add_row(
-                _label(ph) if i == 0 else "",
-                f"{ph['start']:,}-{ph['end'] - 1:,}" if i == 0 else "",
-                name,
-                f"{s['weight']:g}" if s["weight"] else "-",
-                f"{s['samples']:,}",
-                f"{100 * s['share']:.1f}",
-                f"{s['epochs']:.2f}",
-            )
-        table.add_section()
-    for i, (name, s) in enumerate(summary["sources"].items()):
-        table.add_row(
-            "whole plan" if i == 0 else "",
-            f"0-{summary['total_samples'] - 1:,}" if i == 0 else "",
-            name,
-            "",
-            f"{s['samples']:,}",
-            f"{100 * s['samples_share']:.1f}",
-            f"{s['epochs']:.2f}",
-        )
-    table.caption = "share %: of the phase's samples; epochs: passes over the source by its end"
-    return table

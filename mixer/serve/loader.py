@@ -84,14 +84,14 @@ class MixerLoader(DataLoader):
             multiprocessing_context=multiprocessing_context,
             timeout=timeout,
         )
-        self._seen = ds.state_dict()["samples_seen"]  # global samples handed to the trainer
+        self._samples_seen = ds.state_dict()["samples_seen"]  # global samples handed to the trainer
 
     # -- Stateful -------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Global samples handed to the trainer: the same plain dict on every rank."""
         ds = self.dataset
         return state.global_state(
-            seen=self._seen,
+            seen=self._samples_seen,
             plan=ds.plan.fingerprint,
             split=ds.split,
             batch=self.batch_size,
@@ -101,7 +101,7 @@ class MixerLoader(DataLoader):
     def load_state_dict(self, sd: dict) -> None:
         """Continue after ``sd["samples_seen"]`` global samples (checked against the plan)."""
         self.dataset.load_state_dict(sd)  # checks it, and refuses a worker's own state
-        self._seen = sd["samples_seen"]
+        self._samples_seen = sd["samples_seen"]
 
     # -- iteration ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -115,13 +115,13 @@ class MixerLoader(DataLoader):
         if ds.split != "train":
             return super().__iter__()  # the held-out blocks from the start, each time
         ds.load_state_dict(self.state_dict())
-        sl = self._slicing(self._seen)
+        sl = self._slicing(self._samples_seen)
         if sl.num_batches == 0:
             raise TrainerError(
-                f"{ds.path}: {self._seen} of the plan's {ds.total_samples} samples were served and"
-                f" no global batch of {sl.batch}x{sl.world} is left: the trainer asks for more"
-                " than the plan holds; lower its max_steps / max_tokens or plan more samples"
-                " (recipe mixture.samples or mixture.tokens)"
+                f"{ds.path}: {self._samples_seen} of the plan's {ds.total_samples} samples were"
+                f" served and no global batch of {sl.batch}x{sl.world} is left: the trainer asks"
+                " for more than the plan holds; lower its max_steps / max_tokens or plan more"
+                " samples (recipe mixture.samples or mixture.tokens)"
             )
         if self._iterator is not None:
             # persistent workers hold copies of the mixture where they stopped, past what they
@@ -132,7 +132,7 @@ class MixerLoader(DataLoader):
 
     def _counted(self, batches, sl: Slicing):
         for k, batch in enumerate(batches, 1):
-            self._seen = sl.global_seen(k)  # before the yield: handed out = consumed
+            self._samples_seen = sl.global_seen(k)  # before the yield: handed out = consumed
             yield batch
 
     def _slicing(self, start: int) -> Slicing:

@@ -1,11 +1,14 @@
-"""Sizes a user writes (``64MiB``, ``500MB``, ``20GiB``, or bytes): parsed in one place, for the
-recipe's keys and the serving cache's limit alike."""
+"""How a user spells sizes (``64MiB``, ``500MB``, ``20GiB``, or bytes) and source names: one
+definition each, for the recipe, the serving cache's limit, and the checks of a manifest or a
+plan on load (a source name becomes a folder name, so the checks repeat the recipe's rule)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+#: A source name: 1-64 letters, digits, "_", "-" or ".", starting with a letter or digit.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?|b)?\s*$", re.I)
 
 
