@@ -1,7 +1,7 @@
 """The build's side of takes: whether a source under a take can be linked from the output
 being replaced, its reuse key, the units it keeps for the next build, the plan check.
 
-a source under a take's reuse key covers its settings, its take (``auto`` as such: the amount
+A source under a take has a reuse key covering its settings, its take (``auto`` as such: the amount
 follows the plan) and the files it read up to where it stopped, by size and modification time:
 no input is hashed whole (hashing a 2 GB file of which 50 MB are read would cost more than the
 build). What was taken is fixed by the manifest's ``take.selection``, a sha256 of the taken
