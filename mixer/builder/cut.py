@@ -1,6 +1,6 @@
-"""Where a source under a take's taken documents end: decided in the merging process, unit by unit
-in unit order, over the document records the units spilled (never in finishing order), so the
-same documents are taken for any number of workers and either engine."""
+"""Where the documents taken from a source under a take end: decided in the merging process,
+unit by unit in unit order, over the document records the units spilled (never in finishing
+order), so the same documents are taken for any number of workers and either engine."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class Cut:
     """Feed it each unit's document records in unit order (`take`) until ``done``."""
 
     def __init__(self, take: Take, validation: ValidationSpec):
-        self.take = take
+        self.target = take
         self.meter = Meter(take.measure if take.stops else "tokens", validation)
         self.sha = hashlib.sha256()
         self.done = False
@@ -29,7 +29,7 @@ class Cut:
     @property
     def missing(self) -> float:
         """What the take still lacks (in its measure), over the units taken so far."""
-        return max(0.0, self.take.amount - self.meter.value) if self.take.stops else 1.0
+        return max(0.0, self.target.amount - self.meter.value) if self.target.stops else 1.0
 
     def take(self, unit: Unit, rec: np.ndarray) -> int:
         """How many of this unit's records are taken (a prefix; with ``fraction`` all of them,
@@ -37,13 +37,13 @@ class Cut:
         assert not self.done
         hashes, lengths = rec["hash"], rec["length"]
         self.units += 1
-        if not self.take.stops:
-            keep = taken_mask(hashes, self.take.amount)
+        if not self.target.stops:
+            keep = taken_mask(hashes, self.target.amount)
             self.meter.add(hashes[keep], lengths[keep])
             self._select(hashes[keep], lengths[keep])
             self._read(unit.whole_bytes)
             return len(rec)
-        n = self.meter.reach(hashes, lengths, self.take.amount)
+        n = self.meter.reach(hashes, lengths, self.target.amount)
         k = len(rec) if n is None else n
         self._select(hashes[:k], lengths[:k])
         if n is None:
@@ -69,7 +69,7 @@ class Cut:
         return int(low[:, 0].max()) if len(low) else None
 
     def record(self, take_dict) -> TakeRecord:
-        b = self.take
+        b = self.target
         return TakeRecord(
             budget=take_dict,  # the serialized key keeps its older word
             measure=b.measure,
