@@ -75,7 +75,7 @@ def _env() -> dict:
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, f"{args}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
