@@ -1,31 +1,29 @@
 """mixer: exact, resumable data mixtures for continued pre-training of LLMs.
 
-The flow, and where each step lives::
+The flow, and where each step lives (CONTRIBUTING.md has the reading order)::
 
     recipe.yaml -> Recipe -> work units -> documents -> token ids -> blocks -> MDS shards
-                   recipe   build.units    build.readers build.worker build.pack build.merge
-                   _mixture build.budget   build.text    build.spill              artifacts.shards
-                   _take    build.schedule build.lines   build.tokenizer (+ build.tokenizing,
-                   _inputs  build.cut                    build.tiktoken_fast, tiktoken_vocab)
+                   recipe/   builder.units  builder.readers builder.worker builder.pack
+                   (load,    builder.decide builder.text    builder.spill  builder.merge
+                   keys,     builder.schedule builder.lines builder.tokenizer artifacts.shards
+                   inputs,   builder.take_measure, builder.cut, builder.take_reuse (a take)
+                   mixture,  builder.orchestrate: the steps in order, over one Build context
+                   take)
                  manifest.json (artifacts.manifest) + plan.json (artifacts.planfile, plan)
                  -> StreamingMixture (serve.mixture over serve.cache, serve.shardfile,
                     serve.cache_limit, serve.positions, serve.buffers; resume states: serve.state)
                  -> MixerLoader (serve.loader) or the trainer's own DataLoader -> the trainer
-                    (integrations.litgpt, integrations.hf: trainer-specific adapters)
-                 -> mixer stats / inspect / verify (report)
+                    (integrations.hf, integrations.litgpt: trainer-specific adapters)
+                 -> mixer build's summary, mixer stats / inspect / verify (report)
 
-Reading order for a newcomer: ``recipe`` (what a user writes; ``_mixture`` its mixture and
-phases, ``_take`` a source's read budget, ``_yaml`` the typed YAML access), ``build/__init__``
-(the build's phases; ``build.budget``, ``cut``, ``schedule`` and ``budgeted``: reading only
-what a ``take`` budget needs),
-``artifacts`` (what a build writes), ``plan`` (pure index math: allocation, phases and their
-limits, interleave, passes, slicing), ``serve`` (the cache, ``StreamingMixture``,
-``MixerLoader``), ``integrations`` (one module per trainer), ``report``, ``cli``. ``errors``
-holds every user-facing exception; ``identity`` the hashing; ``typed`` the checked loading of
-JSON records.
+Imports run with the flow, never in a cycle (tests/unit/test_layout.py). Leaves every stage may
+import: ``errors`` (every user-facing exception), ``identity`` (the hashing), ``typed`` (checked
+JSON records), ``syntax`` (sizes and source names), ``version``. The words (block, sample,
+pass, take, cache limit, ...) are defined in docs/glossary.md.
 """
 
-__version__ = "0.1.0"
+from mixer.version import __version__
+
 __all__ = ["MixerLoader", "StreamingMixture", "__version__", "amend", "skip"]
 
 

@@ -8,8 +8,8 @@ import sys
 import click
 from rich.console import Console
 
-from mixer import __version__
 from mixer.cli_base import _friendly
+from mixer.version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,21 +59,31 @@ def build(
     """Build RECIPE into tokenized, packed MDS shards with a manifest."""
     if address and engine != "ray":
         raise click.UsageError("--address is the Ray cluster's: give it with --engine ray")
-    from mixer.builder import build as run_build
+    from mixer.builder import run_build
     from mixer.recipe import load_recipe
+    from mixer.report.built import print_summary
 
     r = load_recipe(recipe, output=output)
-    manifest = run_build(
+    console = Console(stderr=True)
+    b = run_build(
         r,
         workers=workers,
         strict=strict,
         show_progress=progress,
-        console=Console(stderr=True),
+        console=console,
         encoder=encoder,
         engine=engine,
         address=address,
     )
-    click.echo(f"wrote {manifest.root}")
+    print_summary(
+        console,
+        b.manifest,
+        seconds=b.seconds,
+        reused=b.reused,
+        num_units=b.num_units,
+        linked=b.linked,
+    )
+    click.echo(f"wrote {b.manifest.root}")
 
 
 @main.command()
@@ -141,7 +151,8 @@ def stats(
     plot_path: str | None,
 ) -> None:
     """Show what the build in OUTPUT holds and what its plan will serve."""
-    from mixer.report.stats import render_table, summarize
+    from mixer.report.render import render_table
+    from mixer.report.summary import summarize
     from mixer.report.verify import check_files
 
     if at_step is not None:
@@ -164,7 +175,7 @@ def stats(
 
         plot(manifest, plan, plot_path)
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(summary.to_json(), indent=2))
     else:
         render_table(summary, _stdout_console())
         if plot_path:

@@ -88,7 +88,7 @@ def amend(
     )
     before = _journal(output)
     if recipe:
-        from mixer.amend_recipe import amend_recipe
+        from mixer.steer.recipe import amend_recipe
 
         plan = amend_recipe(output, at_sample=at, recipe=recipe, samples=samples, note=note)
         added = plan.journal[-1].added

@@ -15,7 +15,7 @@ _FOLDER_MARKS = {
     "integration": "integration",
     "distributed": "distributed",
     "faults": "faults",
-    "integrations": "integrations",
+    "trainers": "trainers",
 }
 
 

@@ -81,17 +81,17 @@ class _TimedCompressor:
 
 def _instrument() -> Timers:
     import mixer.artifacts.shards as shards
-    import mixer.builder as build
     import mixer.builder.merge as merge
+    import mixer.builder.orchestrate as build
     import mixer.builder.outdir as outdir
     import mixer.builder.reuse as reuse
+    import mixer.builder.run_units as tokenize
     import mixer.builder.tiktoken_fast as fast
     import mixer.builder.tokenizer as tokenizer
-    import mixer.builder.tokenizing as tokenize
     import mixer.builder.worker as worker
 
     t = Timers()
-    t.wrap(build, "build", "other (units, bookkeeping, ...)")
+    t.wrap(build, "run_build", "other (units, bookkeeping, ...)")
     t.wrap(worker, "read_unit", "read/parse (readers)", generator=True)
     t.wrap(fast.TiktokenEncoder, "encode", "encode")
     t.wrap(tokenizer.Encoder, "encode", "encode")

@@ -5,7 +5,7 @@ dataset), and fingerprints prove a build unchanged, never harmless: anyone can r
 So before a reader joins a path or sizes a buffer from a manifest or a plan, every such value
 is checked here, once, when the file is loaded: `Refused` (a `FieldError` naming the dotted
 field) becomes an `UnsafeBuildError` naming the build. The places that join paths check again
-(`mixer.artifacts.shards.inside`).
+(`mixer.artifacts.fetch.inside`).
 
 The bounds, and why:
 
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import re
 
+from mixer.syntax import NAME_RE
 from mixer.typed import FieldError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # the recipe's (mixer.recipe._NAME_RE)
 SHARD_FILE_RE = re.compile(r"^shard\.[0-9]{5,9}\.mds\.zstd$")  # ShardWriter's names
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")  # a sha256 (hex), as every fingerprint and hash
 REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # a skip reason (mixer.builder.readers.REASONS)
@@ -136,7 +136,7 @@ def _source(src, where: str) -> None:
     for i, f in enumerate(src.inputs.files or ()):
         count(f.bytes, f"{where}.inputs.files[{i}].bytes", high=1 << 62)
         printable(f.path, f"{where}.inputs.files[{i}].path")
-        if f.sha256 is not None:  # None: read under a budget (`take`), not hashed whole
+        if f.sha256 is not None:  # None: read under a take, not hashed whole
             hex64(f.sha256, f"{where}.inputs.files[{i}].sha256")
     _skipped(src.skipped, f"{where}.skipped")
     for i, (reason, location) in enumerate(src.skipped_examples):
@@ -260,9 +260,6 @@ def check_plan(plan, manifest) -> None:
         f"{plan.total} is not the sum of the sources' num_samples",
     )
     _phases(plan)
-    from mixer.artifacts.journal_checks import check_journal  # it builds on the helpers here
-
-    check_journal(plan)
 
 
 def _phases(plan) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from mixer.artifacts.checks import check_plan
+from mixer.artifacts.journal_checks import check_journal
 from mixer.artifacts.manifest import Manifest, load_record, refused, write_atomic
 from mixer.errors import OutputError
 from mixer.plan import FORMAT, Allocation, PhaseWeights, Plan, make_plan, planned_samples
@@ -121,6 +122,7 @@ def load_plan(manifest: Manifest) -> Plan:
         if plan.manifest != manifest.fingerprint:
             raise OutputError(f"{where}: plan was made for another manifest; rebuild")
         check_plan(plan, manifest)  # a fingerprint proves it unchanged, not harmless
+        check_journal(plan)
     except FieldError as e:
         raise refused(where, e, "plan", "; rebuild") from None
     except UnicodeError:  # lone surrogates: not a plan mixer wrote

@@ -15,6 +15,12 @@ Both sides are written here rather than through `streaming`: ``import streaming`
 (it imports torch), more than a small build itself, and its writer encodes sample by sample in
 Python. :class:`ShardWriter` writes the very bytes `MDSWriter` writes (same layout, same shard
 cuts, same zstd frames: the golden build pins their sha256).
+
+Invariant: the bytes written here (columns and their encodings, the shard size limit where
+shards are cut, the zstd level and frames, ``index.json``) are part of every source's reuse key
+through ``BLOCKS_FORMAT`` (`mixer.artifacts.manifest`). Never change them without bumping it
+and regenerating tests/data/golden/; a change that writes the same bytes keeps it, so nothing
+is re-tokenized after an upgrade.
 """
 
 from __future__ import annotations

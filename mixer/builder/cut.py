@@ -1,6 +1,6 @@
-"""Where a budgeted source's taken documents end: decided in the merging process, unit by unit
-in unit order, over the document records the units spilled (never in finishing order), so the
-same documents are taken for any number of workers and either engine."""
+"""Where the documents taken from a source under a take end: decided in the merging process,
+unit by unit in unit order, over the document records the units spilled (never in finishing
+order), so the same documents are taken for any number of workers and either engine."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 
 from mixer.artifacts.manifest import TakeRecord
-from mixer.builder.budget import Budget, Meter, taken_mask
+from mixer.builder.take_measure import Meter, Take, taken_mask
 from mixer.builder.units import Unit
 from mixer.recipe import ValidationSpec
 
@@ -17,9 +17,9 @@ from mixer.recipe import ValidationSpec
 class Cut:
     """Feed it each unit's document records in unit order (`take`) until ``done``."""
 
-    def __init__(self, budget: Budget, validation: ValidationSpec):
-        self.budget = budget
-        self.meter = Meter(budget.measure if budget.stops else "tokens", validation)
+    def __init__(self, take: Take, validation: ValidationSpec):
+        self.target = take
+        self.meter = Meter(take.measure if take.stops else "tokens", validation)
         self.sha = hashlib.sha256()
         self.done = False
         self.units = 0
@@ -28,22 +28,22 @@ class Cut:
 
     @property
     def missing(self) -> float:
-        """What the budget still lacks (in its measure), over the units taken so far."""
-        return max(0.0, self.budget.amount - self.meter.value) if self.budget.stops else 1.0
+        """What the take still lacks (in its measure), over the units taken so far."""
+        return max(0.0, self.target.amount - self.meter.value) if self.target.stops else 1.0
 
     def take(self, unit: Unit, rec: np.ndarray) -> int:
         """How many of this unit's records are taken (a prefix; with ``fraction`` all of them,
-        the sample being a function of each record's hash: `budget.taken_mask`)."""
+        the sample being a function of each record's hash: `take.taken_mask`)."""
         assert not self.done
         hashes, lengths = rec["hash"], rec["length"]
         self.units += 1
-        if not self.budget.stops:
-            keep = taken_mask(hashes, self.budget.amount)
+        if not self.target.stops:
+            keep = taken_mask(hashes, self.target.amount)
             self.meter.add(hashes[keep], lengths[keep])
             self._select(hashes[keep], lengths[keep])
             self._read(unit.whole_bytes)
             return len(rec)
-        n = self.meter.reach(hashes, lengths, self.budget.amount)
+        n = self.meter.reach(hashes, lengths, self.target.amount)
         k = len(rec) if n is None else n
         self._select(hashes[:k], lengths[:k])
         if n is None:
@@ -68,10 +68,10 @@ class Cut:
         low = self.meter.low
         return int(low[:, 0].max()) if len(low) else None
 
-    def record(self, budget_dict) -> TakeRecord:
-        b = self.budget
+    def record(self, take_dict) -> TakeRecord:
+        b = self.target
         return TakeRecord(
-            budget=budget_dict,
+            budget=take_dict,  # the serialized key keeps its older word
             measure=b.measure,
             amount=b.amount,
             documents=self.meter.documents,

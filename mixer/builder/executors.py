@@ -3,7 +3,7 @@
 ``map`` yields results in input order whatever order they finish in, so the build's output does
 not depend on the executor or the number of workers; it keeps at most ``WINDOW`` tasks in
 flight. Its items are a feed: an item None means "nothing to start until the next result is
-in" (a budgeted source waits for what its first units hold, `mixer.builder.schedule`); a feed
+in" (a source under a take waits for what its first units hold, `mixer.builder.schedule`); a feed
 says so only while a task is in flight. Workers are started with ``spawn``: the
 parent has used `tokenizers` (whose thread pool does not survive ``fork``), and spawn gives
 each worker a clean interpreter that imports only what a unit needs.
@@ -31,6 +31,23 @@ _PARALLELISM = "TOKENIZERS_PARALLELISM"
 
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+#: Inputs smaller than this are tokenized in the main process unless ``--workers`` says
+#: otherwise: starting a worker (an interpreter, imports, the vocabulary) costs about half a
+#: second, about what one core takes to encode this much text.
+SMALL_INPUT = 8 << 20
+
+
+def auto_workers(todo: list) -> int:
+    """The default number of workers: all cores, or 1 for a small input read from files."""
+    if all(s.hf is None for s in todo) and sum(_file_bytes(s) for s in todo) < SMALL_INPUT:
+        return 1
+    return default_workers()
+
+
+def _file_bytes(spec) -> int:
+    return sum(os.path.getsize(f) for f in spec.files)
 
 
 def worker_state() -> dict[str, Any]:

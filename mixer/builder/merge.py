@@ -10,10 +10,10 @@ import numpy as np
 
 from mixer.artifacts.manifest import SplitRecord, ValidationRecord
 from mixer.artifacts.shards import ShardWriter
-from mixer.builder.budget import Budget, taken_mask
 from mixer.builder.cut import Cut
 from mixer.builder.pack import Packer
 from mixer.builder.spill import DOC_DTYPE, UnitResult, unit_paths
+from mixer.builder.take_measure import Take, taken_mask
 from mixer.builder.units import Unit
 from mixer.errors import InputError
 from mixer.recipe import Recipe, SourceSpec, ValidationSpec
@@ -91,7 +91,7 @@ class SourceMerge:
         dtype: str,
         pad_id: int,
         work: Path,
-        budget: Budget | None = None,
+        budget: Take | None = None,
     ):
         self.recipe, self.spec, self.dtype, self.pad_id = recipe, spec, dtype, pad_id
         self.work, self.total = work, units

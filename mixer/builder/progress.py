@@ -40,7 +40,7 @@ class _Rates(ProgressColumn):
 
 class BuildProgress:
     """Thread-safe ``update(*event)``; ``mode`` is "bars", "log" or "off". A total of None (a
-    source with a ``take`` budget: it stops where its budget is met) shows no percentage."""
+    source with a take: it stops where its take is met) shows no percentage."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The end of a build: the manifest written into the work folder, and the summary printed."""
+"""The end of a build: each source's record, and the manifest written into the work folder."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rich.console import Console
-
-from mixer import __version__
 from mixer.artifacts.manifest import FORMAT, Inputs, Manifest, SourceRecord, TokenizerRecord
-from mixer.builder import budgeted, reuse
+from mixer.builder import reuse, take_reuse
 from mixer.builder.tokenizer import TokenizerInfo
 from mixer.identity import sha256_file
 from mixer.recipe import Recipe
+from mixer.version import __version__
 
 
 def write_manifest(
@@ -62,55 +60,9 @@ def write_manifest(
     return manifest
 
 
-def report(
-    console: Console,
-    manifest: Manifest,
-    seconds: float,
-    reused: int,
-    num_units: int,
-    decisions: dict[str, reuse.Decision],
-) -> None:
-    for name, src in manifest.sources.items():
-        if src.skipped and decisions[name].linked is None:
-            counts = ", ".join(f"{k} {v}" for k, v in src.skipped.items())
-            where = "; ".join(f"{r} at {loc}" for r, loc in src.skipped_examples)
-            console.print(
-                f"[yellow]warning[/]: {name}: skipped {counts} (first: {where})",
-                highlight=False,
-                soft_wrap=True,
-            )
-        for split in ("train", "val"):
-            s = src.split(split)
-            if s.documents and not s.blocks:
-                console.print(
-                    f"[yellow]warning[/]: {name}/{split}: {s.tokens} tokens make no block of"
-                    f" {manifest.seq_len}; they were dropped (use `remainder: pad` to keep them)",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-        if src.take is not None and decisions[name].linked is None:
-            from mixer.report.stats import taken_line  # the words `mixer stats` prints
-            from mixer.typed import to_json
-
-            line = taken_line(to_json(src.take))
-            console.print(f"{name}: {line}", highlight=False, soft_wrap=True)
-    total = sum(s.train.blocks + s.val.blocks for s in manifest.sources.values())
-    linked = [n for n, d in decisions.items() if d.linked is not None]
-    notes = []
-    if reused:
-        notes.append(f"reused {reused} of {num_units} finished units")
-    if linked:
-        notes.append(f"reused built source{'s' * (len(linked) > 1)} {', '.join(linked)}")
-    note = f" ({'; '.join(notes)})" if notes else ""
-    console.print(
-        f"built {len(manifest.sources)} sources, {total:,} blocks in {seconds:.1f}s{note}",
-        highlight=False,
-    )
-
-
 def source_record(recipe, spec, decision, built: dict, merge, ident) -> SourceRecord:
-    """A built source's record: ``built`` the merge's fields; a budgeted source lists the
-    files it read, unhashed (`mixer.builder.budgeted`)."""
+    """A built source's record: ``built`` the merge's fields; a source under a take lists the
+    files it read, unhashed (`mixer.builder.take_reuse`)."""
     if spec.take is None:
         inputs = Inputs(
             units=merge.total,
@@ -118,9 +70,9 @@ def source_record(recipe, spec, decision, built: dict, merge, ident) -> SourceRe
             files=None if spec.hf else tuple(decision.inputs),
         )
         return SourceRecord(weight=spec.weight, key=decision.key, inputs=inputs, **built)
-    files = budgeted.read_files([u.path for u, _, _ in merge.accepted]) if spec.files else None
+    files = take_reuse.read_files([u.path for u, _, _ in merge.accepted]) if spec.files else None
     inputs = Inputs(
         units=len(merge.accepted), hf=dict(spec.hf.__dict__) if spec.hf else None, files=files
     )
-    key = budgeted.budget_key(recipe, spec, files or (), ident)
+    key = take_reuse.take_key(recipe, spec, files or (), ident)
     return SourceRecord(weight=spec.weight, key=key, inputs=inputs, **built)

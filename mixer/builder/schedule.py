@@ -1,18 +1,19 @@
-"""Which unit to start next: every source's units in order, a budgeted source's only as far as
-its budget is likely to need.
+"""Which unit to start next: every source's units in order, a source under a take's only as far as
+its take is likely to need.
 
-A source with a ``take`` budget that stops reading (tokens, documents, auto) is planned lazily
+A source with a take that stops reading (tokens, documents, auto) is planned lazily
 (`mixer.builder.units.iter_units`: a file is statted and a parquet footer opened only when its
 units are reached) and throttled: before any of its units is in, one unit per worker is
 started; then more only while the units in flight are expected (at the rate per input byte of
-the units taken so far) to bring less than 1.25 times what the budget still lacks. So a 2 GB
+the units taken so far) to bring less than 1.25 times what the take still lacks. So a 2 GB
 file of which the plan needs 50 MB is read to a little past 50 MB, in time proportional to
 that. Which units run ahead depends on timing; which documents are taken does not
 (`mixer.builder.cut`), and a unit's output never depends on it either.
 
 Units finished by an earlier run (completion records) are handed to the merge as they are
-reached, without running; so are those a budgeted source kept from its previous build
-(`mixer.builder.unitcache`): raising a budget tokenizes only the units beyond the old one.
+reached, without running; so are those a source under a take kept from its previous build
+(`mixer.builder.take_reuse.unit_cache`): raising a take tokenizes only the units beyond the old
+one.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Iterable, Iterator
 
-from mixer.builder.budget import Budget
 from mixer.builder.merge import SourceMerge
 from mixer.builder.spill import UnitResult
+from mixer.builder.take_measure import Take
 from mixer.builder.units import Unit
 from mixer.recipe import SourceSpec
 
-AHEAD = 1.25  # in flight: up to this times what a budget still lacks, by the rate so far
+AHEAD = 1.25  # in flight: up to this times what a take still lacks, by the rate so far
 
 
 class Schedule:
@@ -40,14 +41,14 @@ class Schedule:
         sources: list[SourceSpec],
         units: dict[str, Iterable[Unit]],
         merges: dict[str, SourceMerge],
-        budgets: dict[str, Budget],
+        takes: dict[str, Take],
         workers: int,
         load: Callable[[SourceSpec, Unit], UnitResult | None],
     ):
         self.sources = [s for s in sources if s.name in units]
         self.iters = {s.name: iter(units[s.name]) for s in self.sources}
         self.planned = dict.fromkeys(self.iters, 0)
-        self.merges, self.budgets, self.workers = merges, budgets, workers
+        self.merges, self.takes, self.workers = merges, takes, workers
         self.load = load
         self.inflight: collections.deque[tuple[SourceSpec, Unit]] = collections.deque()
         self.retry: collections.deque[tuple[SourceSpec, Unit]] = collections.deque()
@@ -72,7 +73,7 @@ class Schedule:
                 if got is None:
                     if not self.inflight:
                         return
-                    yield None  # wait: a budget decides after the next result
+                    yield None  # wait: a take decides after the next result
                     continue
                 spec, unit = got
             self.inflight.append((spec, unit))
@@ -119,8 +120,8 @@ class Schedule:
         return None
 
     def _may_start(self, name: str) -> bool:
-        budget = self.budgets.get(name)
-        if budget is None or not budget.stops:
+        take = self.takes.get(name)
+        if take is None or not take.stops:
             return True
         units, size = self.flying[name]
         if not units:

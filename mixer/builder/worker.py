@@ -3,7 +3,7 @@
 ``BATCH_CHARS`` characters) at a time, whatever the size of the unit.
 
 With a ``take`` budget the worker may stop before the unit's end: once what the unit alone
-contributes reaches the whole budget (`mixer.builder.budget.Meter`, a lower bound), no document
+contributes reaches the whole budget (`take_measure.Meter`, a lower bound), no document
 after it can be taken. The limit is the budget itself, not what is still missing when the unit
 starts, so a unit's output never depends on timing.
 """
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.builder.budget import Meter
 from mixer.builder.lines import CONTINUES, PIECE_CHARS, Cursor
 from mixer.builder.readers import REASONS, read_unit
 from mixer.builder.spill import (
@@ -27,6 +26,7 @@ from mixer.builder.spill import (
     text_hashes,
     unit_paths,
 )
+from mixer.builder.take_measure import Meter
 from mixer.builder.text import split_text
 from mixer.builder.tokenizer import Encoder
 from mixer.builder.units import Unit

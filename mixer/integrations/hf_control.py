@@ -12,8 +12,8 @@ class MixerControl(TrainerCallback):
     Every rank has the same metrics (the Trainer gathers them) and calls the controller; the
     change is checked identical across ranks before it applies."""
 
-    def __init__(self, controller, trainer):
-        self.controller, self.trainer = controller, trainer
+    def __init__(self, controller, trainer, progress):
+        self.controller, self.trainer, self.progress = controller, trainer, progress
         self.changes: list[tuple[int, int, dict]] = []  # (step, sample, weights)
         self._metrics: dict = {}
         self._step = None
@@ -32,11 +32,7 @@ class MixerControl(TrainerCallback):
         self._metrics = {}
         if not weights:
             return
-        from mixer.integrations.hf_trainer import MixerProgress
-
-        cbs = self.trainer.callback_handler.callbacks
-        progress = next(c for c in cbs if isinstance(c, MixerProgress))
-        ds = self.trainer.train_dataset
+        progress, ds = self.progress, self.trainer.train_dataset
         at = ds.set_weights(weights, at_sample=progress.samples_seen)
         if args.dataloader_num_workers:  # workers start again from here (`restarting`)
             ds.load_state_dict({"samples_seen": at, "journal": ds._online.state()})

@@ -26,7 +26,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import EvalLoopOutput
 
 from mixer.errors import StateError, TrainerError
-from mixer.integrations.hf import (
+from mixer.integrations.hf_batches import (
     MixerCollator,
     blank_sample,
     check_build_vocabulary,
@@ -138,9 +138,10 @@ class MixerTrainer(Trainer):
         if self.model is not None:
             packed_attention(self.model)  # 5.x set config.use_cache from args.use_cache
         self._flatten = flatten
-        self.add_callback(MixerProgress())
+        progress = MixerProgress()
+        self.add_callback(progress)
         if mixer_controller is not None:  # weights from the eval losses (integrations.controllers)
-            self.add_callback(MixerControl(mixer_controller, self))
+            self.add_callback(MixerControl(mixer_controller, self, progress))
 
     def call_model_init(self, trial=None):
         model = super().call_model_init(trial)

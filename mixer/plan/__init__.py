@@ -13,6 +13,14 @@ counts, weights, the total and the seed.
 - `core`: `Plan` (a frozen record of it all: ``counts_at``, ``locate``, ``block_ids``) and
   `make_plan`.
 - `slicing`: which global samples a rank and a DataLoader worker serve.
+
+Invariant: the served order is a pure function of (the manifest's block counts, the plan, the
+seed, the global index). Never change without bumping ``FORMAT`` (`core`): the allocation's
+rounding and tie order, the interleave's positions and tie break, the permutation's keys (seed,
+source, pass), rounds and shard windows, and the batch/rank/worker slicing. Any of them changes
+what sample i is, so a run resumed after an upgrade would train other data and ``counts_at``
+would misreport every existing plan. Tests hold it: tests/integration/test_golden.py (the
+plan's fingerprint) and the hypothesis properties of tests/unit/test_plan*.py.
 """
 
 from mixer.plan.allocate import allocate, largest_total_without_repeats

@@ -11,16 +11,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import re
 from typing import Any
 
 import yaml
 
 from mixer.errors import RecipeError
+from mixer.syntax import parse_size
 
 _MISSING = object()
 # a size: digits, then B, or K/M/G/T with an optional i (binary) and B: 64MiB, 500MB, 1g
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?|b)?\s*$", re.I)
 
 
 class Keys:
@@ -134,17 +133,6 @@ def given(cls, **values):
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     }
     return cls(**{k: v for k, v in values.items() if v is not None or k in required})
-
-
-def parse_size(value: Any) -> int | None:
-    """Bytes from an integer or a string such as ``64MiB``, ``500MB``, ``20GiB``; else None."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and (m := _SIZE_RE.match(value)):
-        prefix, binary = (m.group(2) or "").lower(), bool(m.group(3))
-        power = " kmgt".index(prefix) if prefix else 0
-        return int(float(m.group(1)) * (1024 if binary else 1000) ** power)
-    return None
 
 
 def _kind(value: Any) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,12 @@ from mixer.recipe.inputs import HFSpec, parse_files, parse_hf
 from mixer.recipe.keys import Keys, given, load_yaml
 from mixer.recipe.mixture import MixtureSpec, check_weights, parse_mixture, positive
 from mixer.recipe.take import TakeSpec, check_take, parse_take
+from mixer.syntax import NAME_RE
 
 TXT_MODES = ("file", "line", "paragraph")
 TIKTOKEN_PATTERNS = ("llama3", "qwen")
 DEFAULT_SHARD_SIZE = 1 << 26  # 64 MiB of uncompressed blocks per MDS shard
 DEFAULT_MAX_DOCUMENT = 1 << 26  # a longer JSON record or text line is skipped (too_long)
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,7 +225,7 @@ def _validation(k: Keys) -> ValidationSpec:
 def _source(
     k: Keys, name: str, base: Path, default_val: ValidationSpec, max_doc: int
 ) -> SourceSpec:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise RecipeError(
             f"{k.origin}: sources.{name}: a source name must be 1-64 letters, digits, '_', '-'"
             " or '.', starting with a letter or digit (it names a folder of the output)"

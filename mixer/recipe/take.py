@@ -5,7 +5,7 @@ Part of `mixer.recipe`, split out to keep it short. Forms:
 
 - ``take: auto``: as much as the plan needs so that the source repeats at most its allowed
   epochs (its own ``max_epochs``; else 1, or ``mixture.max_epochs`` when smaller), plus a
-  margin (`mixer.builder.budget`). It needs the plan's total (``mixture.samples`` or
+  margin (`mixer.builder.take_measure`). It needs the plan's total (``mixture.samples`` or
   ``mixture.tokens``): without one the total is derived from the blocks built, which ``auto``
   would derive from the total.
 - ``take: {tokens: T}``: the first documents, in the input's order, until T tokens (after

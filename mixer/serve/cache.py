@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.artifacts.checks import NAME_RE
 from mixer.artifacts.fetch import cache_root, fetch, is_remote, local_path
 from mixer.artifacts.manifest import FILENAME as MANIFEST_FILE
 from mixer.artifacts.manifest import SPLITS, Manifest, ShardRecord, SplitRecord
@@ -40,6 +39,7 @@ from mixer.errors import OutputError, UnsafeBuildError, UsageError
 from mixer.identity import sha256_file
 from mixer.serve.cache_limit import CacheLimit, check_room, locked
 from mixer.serve.shardfile import CachedShard, encode, file_size
+from mixer.syntax import NAME_RE
 
 
 def open_build(path: str, cache_dir: str | os.PathLike | None = None) -> Manifest:
@@ -97,7 +97,7 @@ class SplitStore:
         record: SplitRecord,
         seq_len: int,
         dtype: str,
-        budget: CacheLimit | None = None,
+        cache_limit: CacheLimit | None = None,
         vocab_size: int | None = None,
     ):
         if not NAME_RE.match(source) or split not in SPLITS:  # checked on load: a second guard
@@ -110,10 +110,10 @@ class SplitStore:
         self.seq_len, self.dtype = seq_len, np.dtype(dtype)
         sizes = [s.samples for s in self.shards]
         self.bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        self.budget = budget or CacheLimit(Path(cache).parent, None)
+        self.cache_limit = cache_limit or CacheLimit(Path(cache).parent, None)
         self._maps: dict[int, CachedShard] = {}
         self._recent: set[int] = set()  # shards read since the last check for evicted ones
-        self._generation = self.budget.generation
+        self._generation = self.cache_limit.generation
 
     def __len__(self) -> int:
         return int(self.bounds[-1])
@@ -172,8 +172,8 @@ class SplitStore:
             local = mine - self.bounds[sh]
             out[dest] = m.tokens[local]
             keys.append(m.start_keys(local, dest * self.seq_len))
-        self.budget.used([self._maps[sh].path for sh, _, _ in groups])
-        if self._generation != self.budget.generation:
+        self.cache_limit.used([self._maps[sh].path for sh, _, _ in groups])
+        if self._generation != self.cache_limit.generation:
             self._drop_removed()
         self._recent.update(sh for sh, _, _ in groups)
         return keys
@@ -211,7 +211,7 @@ class SplitStore:
             with locked(self.lock_path(sh)):  # one filler per shard
                 m = self._open(sh)
                 if m is None:
-                    with self.budget.reserve(fill_bytes(self.root, self.shards[sh])):
+                    with self.cache_limit.reserve(fill_bytes(self.root, self.shards[sh])):
                         m = self._fill(sh)
         with contextlib.suppress(OSError):  # recency for the other processes' evictions
             os.utime(m.path)
@@ -279,4 +279,4 @@ class SplitStore:
             if sh not in self._recent and m.removed():
                 del self._maps[sh]
         self._recent.clear()
-        self._generation = self.budget.generation
+        self._generation = self.cache_limit.generation

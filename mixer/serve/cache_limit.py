@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 from mixer.errors import OutputError, UsageError
-from mixer.recipe.keys import parse_size
+from mixer.syntax import parse_size
 
 try:
     import fcntl

@@ -84,15 +84,15 @@ class MixerLoader(DataLoader):
             multiprocessing_context=multiprocessing_context,
             timeout=timeout,
         )
-        self._seen = ds.state_dict()["samples_seen"]  # global samples handed to the trainer
+        self._samples_seen = ds.state_dict()["samples_seen"]  # global samples handed to the trainer
 
     # -- Stateful -------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Global samples handed to the trainer: the same plain dict on every rank."""
         ds = self.dataset
         return state.global_state(
-            seen=self._seen,
-            plan=ds.plan.lineage(self._seen),
+            seen=self._samples_seen,
+            plan=ds.plan.lineage(self._samples_seen),
             split=ds.split,
             batch=self.batch_size,
             world=ds.world_size,
@@ -102,7 +102,7 @@ class MixerLoader(DataLoader):
     def load_state_dict(self, sd: dict) -> None:
         """Continue after ``sd["samples_seen"]`` global samples (checked against the plan)."""
         self.dataset.load_state_dict(sd)  # checks it, and refuses a worker's own state
-        self._seen = sd["samples_seen"]
+        self._samples_seen = sd["samples_seen"]
 
     # -- iteration ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -116,13 +116,13 @@ class MixerLoader(DataLoader):
         if ds.split != "train":
             return super().__iter__()  # the held-out blocks from the start, each time
         ds.load_state_dict(self.state_dict())
-        sl = self._slicing(self._seen)
+        sl = self._slicing(self._samples_seen)
         if sl.num_batches == 0:
             raise TrainerError(
-                f"{ds.path}: {self._seen} of the plan's {ds.total_samples} samples were served and"
-                f" no global batch of {sl.batch}x{sl.world} is left: the trainer asks for more"
-                " than the plan holds; lower its max_steps / max_tokens or plan more samples"
-                " (recipe mixture.samples or mixture.tokens)"
+                f"{ds.path}: {self._samples_seen} of the plan's {ds.total_samples} samples were"
+                f" served and no global batch of {sl.batch}x{sl.world} is left: the trainer asks"
+                " for more than the plan holds; lower its max_steps / max_tokens or plan more"
+                " samples (recipe mixture.samples or mixture.tokens)"
             )
         self._stop_workers()
         return self._counted(sl)
@@ -143,7 +143,7 @@ class MixerLoader(DataLoader):
             except StopIteration:
                 return
             k += 1
-            self._seen = sl.global_seen(k)  # before the yield: handed out = consumed
+            self._samples_seen = sl.global_seen(k)  # before the yield: handed out = consumed
             yield batch
             if self.num_workers and ds._online.version != version:
                 # set_weights: the workers' copies and what they fetched ahead are the old
@@ -152,7 +152,7 @@ class MixerLoader(DataLoader):
                     batches._shutdown_workers()
                 self._stop_workers()
                 ds.load_state_dict(self.state_dict())
-                sl, k, version = self._slicing(self._seen), 0, ds._online.version
+                sl, k, version = self._slicing(self._samples_seen), 0, ds._online.version
                 batches = super().__iter__()
 
     def set_weights(self, weights: dict[str, float]) -> int:
@@ -160,7 +160,7 @@ class MixerLoader(DataLoader):
         are the loader's position; batches the workers fetched ahead are dropped and served
         again from the new plan); returns that global sample. See StreamingMixture.set_weights.
         """
-        return self.dataset.set_weights(weights, at_sample=self._seen)
+        return self.dataset.set_weights(weights, at_sample=self._samples_seen)
 
     def _slicing(self, start: int) -> Slicing:
         ds = self.dataset

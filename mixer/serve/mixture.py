@@ -87,7 +87,7 @@ class StreamingMixture(IterableDataset):
         self._yielded = 0  # samples this process handed out in this iteration
         self._exhausted = False  # this iteration reached its end (a short last batch is whole)
         self._stores: dict[str, SplitStore] = {}
-        self._budget: CacheLimit | None = None
+        self._cache_limit: CacheLimit | None = None
         self._buffers = Buffers()
 
     # -- what the plan says ---------------------------------------------------------------
@@ -285,14 +285,14 @@ class StreamingMixture(IterableDataset):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_stores"] = {}  # memory maps are reopened in each DataLoader worker
-        state["_budget"] = None  # so is the record of recently used shards
+        state["_cache_limit"] = None  # so is the record of recently used shards
         state["_buffers"] = Buffers()
         return state
 
     def _store(self, name: str) -> SplitStore:
         if name not in self._stores:
-            if self._budget is None:
-                self._budget = CacheLimit(self.cache_dir.parent, self.cache_limit)
+            if self._cache_limit is None:
+                self._cache_limit = CacheLimit(self.cache_dir.parent, self.cache_limit)
             self._stores[name] = SplitStore(
                 root=self.manifest.location,
                 cache=self.cache_dir,
@@ -301,7 +301,7 @@ class StreamingMixture(IterableDataset):
                 record=self.manifest.split(name, self.split),
                 seq_len=self.plan.seq_len,
                 dtype=self.manifest.dtype,
-                budget=self._budget,
+                cache_limit=self._cache_limit,
                 vocab_size=self.manifest.tokenizer.vocab_size,
             )
         return self._stores[name]

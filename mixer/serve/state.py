@@ -9,6 +9,11 @@ Two kinds, both readable by ``torch.load(weights_only=True)`` and JSON:
   DataLoader worker served since global sample ``start``. Workers take batches in turn, so a
   worker alone cannot know how far the others got; torchdata's StatefulDataLoader keeps one
   such state per worker and gives each worker its own back, with the same ``num_workers``.
+
+Invariant: these dicts live in users' checkpoints, which outlive releases, and carry no format
+number. A key never changes name or meaning (``samples_seen`` is always the global samples
+handed to the trainer); a new key is optional, with the default that reproduces the old
+behaviour; ``plan`` (the plan's fingerprint) is what refuses a state from another plan.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import torch
 
 from mixer import MixerLoader
 from tests.helpers import build_demo
-from tests.integrations.conftest import require
+from tests.trainers.conftest import require
 
 lightning = require("lightning")
 

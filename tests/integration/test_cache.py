@@ -195,10 +195,10 @@ def test_a_shard_evicted_while_mapped_reads_on_then_is_refetched(windows, tmp_pa
     assert (mapped.tokens[:10] == before).all() and fills[("web", 0)] == 1
     # Mappings are re-checked after this process's fills and every second: one still being
     # read is kept (no second fetch), one left unread since the last check is let go.
-    store.budget.touch()
+    store.cache_limit.touch()
     store.tokens(other)
     assert store._maps[0] is mapped
-    store.budget.touch()
+    store.cache_limit.touch()
     store.tokens(other)
     assert 0 not in store._maps
     assert (store.tokens(np.arange(10)) == before).all() and fills[("web", 0)] == 2

@@ -40,7 +40,7 @@ def test_readme_table_is_the_committed_results():
     doc = json.loads((REPO / "docs" / "forgetting.json").read_text())
     rows = [line for line in report.table(doc).splitlines() if line.startswith("|")]
     assert len(rows) == 2 + len(builds.RUNS)
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "forgetting.md").read_text()
     assert all(row in readme for row in rows)
     assert doc["settings"]["command"] in readme
 

@@ -24,7 +24,7 @@ def three_sources(root, **top) -> dict:
 def forbid(monkeypatch):
     """forbid("tokenize", "hash", "shards"): make those raise, to prove they do not happen."""
     import mixer.artifacts.shards
-    import mixer.builder
+    import mixer.builder.orchestrate
     import mixer.builder.reuse
 
     def boom(what):
@@ -35,8 +35,10 @@ def forbid(monkeypatch):
 
     def apply(*what):
         if "tokenize" in what:
-            monkeypatch.setattr(mixer.builder, "run_unit", boom("tokenize"))
-            monkeypatch.setattr(mixer.builder, "open_tokenizer", boom("load the tokenizer"))
+            monkeypatch.setattr(mixer.builder.orchestrate, "run_unit", boom("tokenize"))
+            monkeypatch.setattr(
+                mixer.builder.orchestrate, "BuildTokenizer", boom("load the tokenizer")
+            )
         if "hash" in what:  # inputs (the tokenizer's file is hashed, it is not an input)
             real = mixer.builder.reuse.sha256_file
             monkeypatch.setattr(
@@ -47,7 +49,7 @@ def forbid(monkeypatch):
         if "shards" in what:
             reader = mixer.artifacts.shards.ShardReader
             monkeypatch.setattr(reader, "__init__", boom("read a shard"))
-            monkeypatch.setattr(mixer.builder, "SourceMerge", boom("pack a source"))
+            monkeypatch.setattr(mixer.builder.orchestrate, "SourceMerge", boom("pack a source"))
 
     return apply
 
@@ -90,15 +92,17 @@ def test_touching_an_input_rehashes_it_and_still_reuses(cli, tmp_path, forbid):
 
 
 def test_adding_a_source_tokenizes_only_that_source(cli, tmp_path, monkeypatch):
-    import mixer.builder
+    import mixer.builder.orchestrate
 
     recipe = three_sources(tmp_path)
     del recipe["sources"]["zh"]
     assert cli("build", write(tmp_path / "r.yaml", recipe), "-w", "1").exit_code == 0
     ran = []
-    real = mixer.builder.run_unit
+    real = mixer.builder.orchestrate.run_unit
     monkeypatch.setattr(
-        mixer.builder, "run_unit", lambda u, *a, **k: ran.append(u.source) or real(u, *a, **k)
+        mixer.builder.orchestrate,
+        "run_unit",
+        lambda u, *a, **k: ran.append(u.source) or real(u, *a, **k),
     )
     recipe = three_sources(tmp_path)
     result = cli("build", write(tmp_path / "r.yaml", recipe), "-w", "1")
@@ -113,15 +117,17 @@ def test_adding_a_source_tokenizes_only_that_source(cli, tmp_path, monkeypatch):
 
 
 def test_a_changed_input_rebuilds_its_source(cli, tmp_path, monkeypatch):
-    import mixer.builder
+    import mixer.builder.orchestrate
 
     recipe = write(tmp_path / "r.yaml", three_sources(tmp_path))
     assert cli("build", recipe, "-w", "1").exit_code == 0
     (tmp_path / "web" / "fortunes.jsonl").write_text('{"text": "a brand new document"}\n')
     ran = []
-    real = mixer.builder.run_unit
+    real = mixer.builder.orchestrate.run_unit
     monkeypatch.setattr(
-        mixer.builder, "run_unit", lambda u, *a, **k: ran.append(u.source) or real(u, *a, **k)
+        mixer.builder.orchestrate,
+        "run_unit",
+        lambda u, *a, **k: ran.append(u.source) or real(u, *a, **k),
     )
     result = cli("build", recipe, "-w", "1")
     assert result.exit_code == 0 and set(ran) == {"web"}

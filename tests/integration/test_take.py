@@ -237,7 +237,7 @@ def test_stats_shows_what_was_taken(tmp_path, cli):
 
 
 @pytest.mark.slow
-def test_a_200_mb_file_is_read_only_as_far_as_the_budget(tmp_path):
+def test_a_200_mb_file_is_read_only_as_far_as_its_take(tmp_path):
     """Early stop measured in bytes read by this process (/proc/self/io, rchar)."""
     line = json.dumps({"text": "the quick brown fox jumps over the lazy dog " * 4}) + "\n"
     block = (line * (1 << 14)).encode()  # ~3 MB

@@ -1,7 +1,7 @@
-"""The build's side of `take` budgets: whether a budgeted source can be linked from the output
+"""The build's side of takes: whether a source under a take can be linked from the output
 being replaced, its reuse key, the units it keeps for the next build, the plan check.
 
-A budgeted source's reuse key covers its settings, its budget (``auto`` as such: the amount
+A source under a take has a reuse key covering its settings, its take (``auto`` as such: the amount
 follows the plan) and the files it read up to where it stopped, by size and modification time:
 no input is hashed whole (hashing a 2 GB file of which 50 MB are read would cost more than the
 build). What was taken is fixed by the manifest's ``take.selection``, a sha256 of the taken
@@ -9,7 +9,7 @@ documents' text hashes and token counts in order, which a rebuild reproduces exa
 past the stop may change or be added freely: they were not read.
 
 Its work units (spill files and completion records) are kept next to the output, in
-``.OUT.units/NAME/``, so that raising the budget (or a plan that needs more under ``auto``)
+``.OUT.units/NAME/``, so that raising the take (or a plan that needs more under ``auto``)
 tokenizes only the units beyond those already read; deleting that folder only costs that.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from mixer.artifacts.manifest import InputFile, Manifest, SourceRecord
 from mixer.artifacts.planfile import planned_counts
-from mixer.builder.budget import Budget
 from mixer.builder.reuse import settings_key
+from mixer.builder.take_measure import Take
 from mixer.errors import PlanError
 from mixer.recipe import Recipe, SourceSpec
 
@@ -34,7 +34,7 @@ def input_identity(path: str) -> str:
 
 
 def read_files(paths: list[str]) -> tuple[InputFile, ...]:
-    """The files a budgeted source read (up to its stop), by size and time, not hashed."""
+    """The files a source under a take read (up to its stop), by size and time, not hashed."""
     out = []
     for p in dict.fromkeys(paths):
         st = os.stat(p)
@@ -42,16 +42,16 @@ def read_files(paths: list[str]) -> tuple[InputFile, ...]:
     return tuple(out)
 
 
-def budget_key(recipe: Recipe, spec: SourceSpec, files, tok: dict) -> str:
+def take_key(recipe: Recipe, spec: SourceSpec, files, tok: dict) -> str:
     read = [[f.bytes, f.mtime_ns] for f in files]
     return settings_key(recipe, spec, tok, take=spec.take.to_dict(), read=read)
 
 
 def linkable(
-    prev: Manifest | None, recipe: Recipe, spec: SourceSpec, tok: dict, budget: Budget
+    prev: Manifest | None, recipe: Recipe, spec: SourceSpec, tok: dict, take: Take
 ) -> tuple[Manifest, str] | None:
     """The previous build's source, if it took what this recipe would take: same settings and
-    budget, the files it read unchanged and still first in the list (all of them when it ran
+    take, the files it read unchanged and still first in the list (all of them when it ran
     out of input), and, under ``auto``, enough train blocks for this plan."""
     rec = prev.sources.get(spec.name) if prev is not None else None
     if rec is None or rec.take is None:
@@ -68,9 +68,9 @@ def linkable(
             return None
         if (st.st_size, st.st_mtime_ns) != (f.bytes, f.mtime_ns):
             return None
-    if budget_key(recipe, spec, files, tok) != rec.key:
+    if take_key(recipe, spec, files, tok) != rec.key:
         return None
-    if budget.need is not None and not rec.take.exhausted and rec.train.blocks < budget.need.blocks:
+    if take.need is not None and not rec.take.exhausted and rec.train.blocks < take.need.blocks:
         return None  # auto: the plan needs more now
     return prev, spec.name
 
@@ -80,7 +80,7 @@ def unit_cache(out: Path) -> Path:
 
 
 def restore_units(out: Path, work: Path, names: list[str]) -> None:
-    """Put the units kept by the last build of these budgeted sources back into ``work``."""
+    """Put the units kept by the last build of these sources under a take back into ``work``."""
     for name in names:
         src, dst = unit_cache(out) / name, work / "units" / name
         if src.is_dir() and not dst.exists():
@@ -88,9 +88,9 @@ def restore_units(out: Path, work: Path, names: list[str]) -> None:
             os.rename(src, dst)
 
 
-def keep_units(out: Path, work: Path, names: list[str], budgeted: list[str]) -> None:
-    """Move the units of the budgeted sources just built out of ``work`` into the cache, and
-    drop the cache of sources no longer budgeted."""
+def keep_units(out: Path, work: Path, names: list[str], with_take: list[str]) -> None:
+    """Move the units of the sources under a take just built out of ``work`` into the cache, and
+    drop the cache of sources no longer under a take."""
     cache = unit_cache(out)
     for name in names:
         src = work / "units" / name
@@ -100,14 +100,14 @@ def keep_units(out: Path, work: Path, names: list[str], budgeted: list[str]) -> 
             os.rename(src, cache / name)
     if cache.is_dir():
         for stale in cache.iterdir():
-            if stale.name not in budgeted:
+            if stale.name not in with_take:
                 shutil.rmtree(stale, ignore_errors=True)
         if not any(cache.iterdir()):
             cache.rmdir()
 
 
-def check_taken(recipe: Recipe, records: dict[str, SourceRecord], budgets: dict) -> None:
-    """Refuse a plan that repeats a source with a fixed budget beyond its max_epochs, saying
+def check_taken(recipe: Recipe, records: dict[str, SourceRecord], takes: dict) -> None:
+    """Refuse a plan that repeats a source with a fixed take beyond its max_epochs, saying
     how much more to take (the plan's own check would only say "add data")."""
     total = recipe.mixture.samples or recipe.mixture.tokens
     if total is None:
@@ -122,7 +122,7 @@ def check_taken(recipe: Recipe, records: dict[str, SourceRecord], budgets: dict)
     for name, samples in zip(names, counts, strict=True):
         spec, rec = recipe.source(name), records[name]
         limit = spec.max_epochs or recipe.mixture.max_epochs
-        if name not in budgets or limit is None or rec.take.exhausted:
+        if name not in takes or limit is None or rec.take.exhausted:
             continue
         blocks = rec.train.blocks
         need = math.ceil(samples / limit)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mixer import MixerLoader
-from tests.integrations.conftest import require
+from tests.trainers.conftest import require
 
 L = require("lightning")
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixer.builder.budget import Meter, auto_needs, held_out, taken_mask
+from mixer.builder.take_measure import Meter, auto_needs, held_out, taken_mask
 from mixer.plan import make_plan
 from mixer.recipe import ValidationSpec, parse_recipe
 from tests.helpers import DATA, TOKENIZER
@@ -119,7 +119,7 @@ records = st.lists(
     ),
     amount=st.integers(1, 20_000),
 )
-def test_the_cut_is_the_shortest_prefix_that_meets_the_budget(units, measure, validation, amount):
+def test_the_cut_is_the_shortest_prefix_that_meets_the_take(units, measure, validation, amount):
     def value(prefix) -> int:  # brute force over the whole prefix
         h = np.array([x[0] for x in prefix], np.uint64)
         n = np.array([x[1] for x in prefix], np.uint64)

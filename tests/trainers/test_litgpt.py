@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from mixer import StreamingMixture
 from mixer.cli import main as mixer_cli
 from tests.helpers import REPO, TOKENIZER, demo_recipe
-from tests.integrations.conftest import require
+from tests.trainers.conftest import require
 
 require("litgpt")
 

@@ -15,7 +15,7 @@ import torch
 
 from mixer import StreamingMixture
 from mixer.errors import StateError
-from tests.integrations.conftest import require
+from tests.trainers.conftest import require
 
 require("torchdata")
 from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: E402

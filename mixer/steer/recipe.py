@@ -86,7 +86,8 @@ def _mixture(recipe, order: list[str]) -> dict:
 
 def _with_sources(manifest, recipe, old, added, workers):
     """The build with ``added`` built into it; refused first if any built source would change."""
-    from mixer.builder import build, reused_sources
+    from mixer.builder import build
+    from mixer.builder.decide import reused_sources
 
     reused = reused_sources(recipe)
     changed = [n for n in old if not reused[n]]

@@ -1,4 +1,4 @@
-"""Per-source budgets (`take:`): what a source must provide, and where its reading stops.
+"""Per-source takes (`take:`): what a source must provide, and where its reading stops.
 
 ``take: auto`` is arithmetic on the recipe alone: the plan's total is given (the recipe refuses
 ``auto`` without ``mixture.samples``/``tokens``: otherwise the total would depend on the blocks,
@@ -11,7 +11,7 @@ of weights or total re-plans without a rebuild). E_s is the source's own ``max_e
 5% of 5 B tokens in blocks of 8,192 = 30,518 samples of RefinedWeb = 31,129 blocks with the
 margin, 255 M train tokens of its ~600 B.
 
-Reading stops where the budget is met, counted in unit order over the documents a unit spilled
+Reading stops where the take is met, counted in unit order over the documents a unit spilled
 (`Cut`, in the process that merges): the same documents for any number of workers or either
 engine. A worker may stop its unit early (`Meter`, a lower bound of what the unit contributes,
 against what was still missing when the unit was handed out, so it never stops before the cut).
@@ -19,7 +19,6 @@ against what was still missing when the unit was handed out, so it never stops b
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,7 +34,7 @@ AUTO_MARGIN = 0.02  # `take: auto` reads 2% more train blocks than the plan need
 
 
 @dataclass(frozen=True, kw_only=True)
-class Budget:
+class Take:
     """What a source with ``take`` must provide: ``amount`` of ``measure`` ("tokens",
     "documents", "train_tokens" for auto; "fraction": a hash sample of the whole source)."""
 
@@ -83,8 +82,8 @@ def auto_needs(recipe: Recipe) -> dict[str, AutoNeed]:
     return out
 
 
-def budgets(recipe: Recipe) -> dict[str, Budget]:
-    """Every source with ``take``: its budget."""
+def resolve_takes(recipe: Recipe) -> dict[str, Take]:
+    """Every source with ``take``: its take."""
     needs = auto_needs(recipe) if any(s.take and s.take.auto for s in recipe.sources) else {}
     out = {}
     for s in recipe.sources:
@@ -93,12 +92,10 @@ def budgets(recipe: Recipe) -> dict[str, Budget]:
             continue
         if t.auto:
             need = needs[s.name]
-            out[s.name] = Budget(
-                take=t, measure="train_tokens", amount=need.train_tokens, need=need
-            )
+            out[s.name] = Take(take=t, measure="train_tokens", amount=need.train_tokens, need=need)
         else:
             ((measure, amount),) = t.to_dict().items()
-            out[s.name] = Budget(take=t, measure=measure, amount=amount)
+            out[s.name] = Take(take=t, measure=measure, amount=amount)
     return out
 
 
@@ -138,7 +135,7 @@ def held_out(hashes: np.ndarray, lengths: np.ndarray, docs: int) -> tuple[np.nda
 
 
 class Meter:
-    """What documents contribute to a budget's measure. In a worker, over its own unit, it is a
+    """What documents contribute to a take's measure. In a worker, over its own unit, it is a
     lower bound of the unit's contribution to the whole prefix (with ``docs: N`` validation a
     document held out within the unit may be held out in the source too; one not held out in
     the unit never is); in `Cut`, over the prefix taken so far, it is exact."""
@@ -203,12 +200,3 @@ class Meter:
             lo, hi = (lo, mid) if value(mid) >= amount else (mid + 1, hi)
         self.add(hashes[:lo], lengths[:lo])
         return lo
-
-
-def selection_digest() -> hashlib._Hash:
-    """The running fingerprint of the documents taken: sha256 over their (hash, length)."""
-    return hashlib.sha256()
-
-
-def update_selection(h, hashes: np.ndarray, lengths: np.ndarray) -> None:
-    h.update(np.stack([hashes, lengths], axis=1).astype("<u8").tobytes())

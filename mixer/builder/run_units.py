@@ -17,7 +17,6 @@ from collections.abc import Callable
 import numpy as np
 
 from mixer.builder import tiktoken_fast as backend
-from mixer.builder.budget import Meter
 from mixer.builder.executors import LocalExecutor, RayExecutor
 from mixer.builder.progress import BuildProgress
 from mixer.builder.schedule import Schedule
@@ -29,6 +28,7 @@ from mixer.builder.spill import (
     save_record,
     unit_paths,
 )
+from mixer.builder.take_measure import Meter
 from mixer.builder.tokenizer import BuildTokenizer
 from mixer.errors import TokenizerError
 from mixer.recipe import Recipe
