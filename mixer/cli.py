@@ -125,7 +125,14 @@ def _open(output: str):
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Ranks W: step S is sample S*B*W.",
+    help="Ranks W: step S is sample S*B*W*G.",
+)
+@click.option(
+    "--grad-accum",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Gradient accumulation G.",
 )
 @click.option(
     "--state",
@@ -147,6 +154,7 @@ def stats(
     at_step: int | None,
     batch_size: int | None,
     world_size: int,
+    grad_accum: int,
     state_path: str | None,
     plot_path: str | None,
 ) -> None:
@@ -160,7 +168,7 @@ def stats(
             raise click.UsageError("--at-step needs --batch-size (and --world-size if W > 1)")
         if at_sample is not None:
             raise click.UsageError("give --at-sample or --at-step, not both")
-        at_sample = at_step * batch_size * world_size
+        at_sample = at_step * batch_size * world_size * grad_accum
     manifest, plan = _open(output)
     check_files(manifest)
     if state_path:
