@@ -196,6 +196,13 @@ def _split(rec, where: str, seq_len: int, itemsize: int) -> None:
         seen.add(shard.file)
         hex64(shard.sha256, f"{at}.sha256")
         _shard_sizes(shard, at, seq_len, itemsize)
+    if rec.origins is not None:  # the provenance table: its one name, in the split's folder
+        from mixer.artifacts.origins import FILENAME
+
+        at = f"{where}.origins"
+        _require(rec.origins.file == FILENAME, f"{at}.file", f"is not {FILENAME}")
+        count(rec.origins.bytes, f"{at}.bytes")
+        hex64(rec.origins.sha256, f"{at}.sha256")
 
 
 def raw_bounds(samples: int, seq_len: int, itemsize: int) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mixer.errors import OutputError, UnsafeBuildError
+from mixer.artifacts.origins import OriginsRecord
 from mixer.identity import digest
 from mixer.typed import FieldError, from_json, to_json
 
@@ -52,6 +53,7 @@ class SplitRecord:
     shards: tuple[ShardRecord, ...]
     doc_length_log2_hist: tuple[int, ...]  # bin k counts lengths in [2^k, 2^(k+1))
     skipped: dict[str, int]
+    origins: OriginsRecord | None = None  # the provenance table (builds before it have none)
 
 
 @dataclass(frozen=True, kw_only=True)
