@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixer.errors import OutputError, UnsafeBuildError
 from mixer.artifacts.origins import OriginsRecord
+from mixer.errors import OutputError, UnsafeBuildError
 from mixer.identity import digest
 from mixer.typed import FieldError, from_json, to_json
 

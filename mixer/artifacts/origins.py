@@ -1,7 +1,7 @@
 """``origins.bin``: a split's provenance table, the documents of the split in packing order.
 
-Per document: its work unit (whose file, kind, first byte or row, and the lines or rows of the
-file before it are in a small unit table), the record number the reader gave it inside the
+Per document: its work unit (whose file, as its index in the source's files in the manifest,
+kind, first byte or row, and the lines or rows of the file before it are in a small unit table), the record number the reader gave it inside the
 unit, and its tokens (BOS/EOS included, as packed). Blocks are the split's tokens cut every
 ``seq_len``, so the documents of block b are found by a binary search on the cumulative token
 counts: nothing per block or per token is stored. Every ``CHECKPOINT``-th document also keeps
@@ -132,17 +132,18 @@ class OriginsWriter:
         self._zstd = zstandard.ZstdCompressor(level=3)
         self._f = open(self.path, "wb")  # noqa: SIM115 (closed by finish)
         self._f.write(MAGIC)
-        self.files: dict[str, int] = {}
         self.units: dict[str, list[int]] = {"u_file": [], "u_kind": [], "u_start": [], "u_base": []}
         self.unit_ids: dict[int, int] = {}  # the source's unit index -> row of the unit table
         self.chunks: dict[str, list[int]] = {"c_offset": [], "c_tokens": []}
         self._pending: list[dict[str, np.ndarray]] = []
         self._count = self.documents = self.tokens = 0
 
-    def unit(self, index: int, path: str, kind: str, start: int, base: int) -> None:
-        """Register a work unit (``base``: the lines or rows of its file before it)."""
+    def unit(self, index: int, file: int, kind: str, start: int, base: int) -> None:
+        """Register a work unit: ``file`` its file's index in the source's list (no path is
+        stored: the table's bytes do not depend on where the inputs are), ``base`` the lines or
+        rows of its file before it."""
         self.unit_ids[index] = len(self.units["u_file"])
-        row = (self.files.setdefault(path, len(self.files)), KINDS.index(kind), start, base)
+        row = (file, KINDS.index(kind), start, base)
         for key, v in zip(self.units, row, strict=True):
             self.units[key].append(v)
 
@@ -184,7 +185,6 @@ class OriginsWriter:
             "format": FORMAT,
             "documents": self.documents,
             "tokens": self.tokens,
-            "files": list(self.files),
             "reading": self.reading,
         }
         at = self._f.tell()
@@ -218,7 +218,6 @@ class OriginsTable:
                 self.meta, arrays = decode_footer(f.read(size - 8 - at), self._zstd)
         except (OSError, ValueError, KeyError, zstandard.ZstdError) as e:
             raise OutputError(f"{self.path}: unreadable provenance table ({e}); rebuild") from None
-        self.files: list[str] = self.meta["files"]
         self.arrays = arrays
         self._ends = np.append(arrays["c_offset"][1:], at).astype(np.int64)
 
@@ -261,7 +260,7 @@ class OriginsTable:
     def unit(self, row: int) -> dict:
         a = self.arrays
         return {
-            "file": self.files[int(a["u_file"][row])],
+            "file": int(a["u_file"][row]),
             "kind": KINDS[int(a["u_kind"][row])],
             "start": int(a["u_start"][row]),
             "base": int(a["u_base"][row]),

@@ -4,9 +4,8 @@ later units are still being tokenized."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 

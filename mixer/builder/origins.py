@@ -32,7 +32,6 @@ def reading(spec: SourceSpec) -> dict:
         "encoding": spec.encoding,
         "txt_mode": spec.txt_mode,
         "max_document_bytes": spec.max_document_bytes,
-        "hf": dict(spec.hf.__dict__) if spec.hf else None,
     }
 
 
@@ -45,6 +44,7 @@ class SourceOrigins:
             for split in ("train", "val")
         }
         self._before: dict[str, int] = {}  # per file: lines or rows of the units taken so far
+        self._files = {path: i for i, path in enumerate(spec.files)}
 
     def add(
         self,
@@ -62,7 +62,7 @@ class SourceOrigins:
         elif unit.kind == "rowgroup":
             self._before[unit.path] = base + unit.stop
         for w in self.splits.values():
-            w.unit(unit.index, unit.path, unit.kind, unit.start, base)
+            w.unit(unit.index, self._files.get(unit.path, 0), unit.kind, unit.start, base)
         _, doc_path = unit_paths(work, unit)
         num = doc_path.stat().st_size // DOC_DTYPE.itemsize
         num = num if taken is None else min(num, taken)

@@ -24,8 +24,7 @@ class Changed(Exception):
     """The input no longer holds the document where the build found it."""
 
 
-def source_spec(reading: dict, path: str) -> SourceSpec:
-    hf = reading.get("hf")
+def source_spec(reading: dict, path: str, hf: dict | None) -> SourceSpec:
     return SourceSpec(
         name="provenance",
         weight=None,
@@ -38,11 +37,12 @@ def source_spec(reading: dict, path: str) -> SourceSpec:
     )
 
 
-def document_pieces(reading: dict, unit: dict, doc: dict) -> list[str]:
+def document_pieces(reading: dict, unit: dict, doc: dict, hf: dict | None) -> list[str]:
     """The texts the build encoded for document ``doc`` (a row of `OriginsTable.documents`) of
-    ``unit`` (`OriginsTable.unit`): one, or the pieces of a long document; Changed if the
-    input does not hold it any more."""
-    spec = source_spec(reading, unit["file"])
+    ``unit`` (`OriginsTable.unit`, with ``file`` its path), of a source read from files or the
+    dataset ``hf``: one, or the pieces of a long document; Changed if the input does not hold
+    it any more."""
+    spec = source_spec(reading, unit["file"], hf)
     kind = unit["kind"]
     if kind == "rowgroup":
         return _pieces(_parquet_row(spec, unit, doc["record"]))

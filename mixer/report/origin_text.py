@@ -59,7 +59,8 @@ class Texts:
         doc = p["doc"]
         key = (p["source"], p["split"], doc["index"])
         if key not in self._docs:
-            texts = document_pieces(table.meta["reading"], p["unit"], doc)
+            hf = self.manifest.sources[p["source"]].inputs.hf
+            texts = document_pieces(table.meta["reading"], p["unit"], doc, hf)
             ids, offsets = self._encode(texts)
             if len(ids) != doc["tokens"]:
                 raise Changed(

@@ -56,7 +56,7 @@ def open_table(manifest: Manifest, source: str, split: str, cache_dir=None) -> O
         )
     cache = cache_root(cache_dir) / manifest.fingerprint[:16]
     rel = f"sources/{source}/{split}/{FILENAME}"
-    path = fetch(manifest.location, rel, cache / "sources" / source / split / FILENAME, within=cache)
+    path = fetch(manifest.location, rel, cache / rel, within=cache)
     if path.stat().st_size != rec.origins.bytes:
         raise OutputError(
             f"{path}: {path.stat().st_size:,} bytes, the manifest says {rec.origins.bytes:,}"
@@ -73,9 +73,14 @@ def block_pieces(
     L = manifest.seq_len
     first, last = block * L, (block + 1) * L
     out = []
+    inputs = manifest.sources[source].inputs
     for doc in table.documents(first, last):
         a, b = max(first, doc["start"]), min(last, doc["start"] + doc["tokens"])
         unit = table.unit(doc["unit"])
+        if inputs.hf is not None:
+            unit["file"] = inputs.hf["path"]
+        else:
+            unit["file"] = _input_path(inputs, unit["file"], manifest.location)
         out.append(
             {
                 "source": source,
@@ -92,6 +97,17 @@ def block_pieces(
             }
         )
     return out
+
+
+def _input_path(inputs, i: int, where: str) -> str:
+    """The path of the source's ``i``-th input file, as the manifest lists it."""
+    files = inputs.files or ()
+    if not 0 <= i < len(files):
+        raise OutputError(
+            f"{where}: the provenance table names input {i}, the manifest lists"
+            f" {len(files)}; rebuild"
+        )
+    return files[i].path
 
 
 def _kind(table: OriginsTable, unit: dict) -> str:
@@ -135,6 +151,28 @@ def _hf_name(unit: dict) -> str:
     return f"hf:{unit['file']}{shard}"
 
 
+class Provenance:
+    """The pieces of blocks of one build: tables opened once, records re-read once."""
+
+    def __init__(self, manifest: Manifest, cache_dir: str | os.PathLike | None = None):
+        from mixer.report.origin_text import Texts
+
+        self.manifest, self.cache_dir = manifest, cache_dir
+        self.texts = Texts(manifest, cache_dir)
+        self.tables: dict[tuple[str, str], OriginsTable] = {}
+
+    def block(self, source: str, split: str, block: int) -> list[dict]:
+        """The pieces of a block, as `pieces` returns them (without ``sample``)."""
+        key = (source, split)
+        if key not in self.tables:
+            self.tables[key] = open_table(self.manifest, source, split, self.cache_dir)
+        table = self.tables[key]
+        return [
+            public(p, self.texts.piece(table, p))
+            for p in block_pieces(self.manifest, table, source, split, block)
+        ]
+
+
 def pieces(
     out: str | os.PathLike,
     *,
@@ -151,25 +189,22 @@ def pieces(
     ``block``, ``source``, ``file``, ``record``, ``chars``, ``tokens``, ``cut`` (and ``kind``,
     ``text``, ``note``), in serving order (docs/provenance.md)."""
     from mixer.artifacts.planfile import load_plan
-    from mixer.report.origin_text import Texts
     from mixer.serve.cache import open_build
 
     manifest = open_build(str(out), cache_dir)
     plan = load_plan(manifest)
-    samples = _samples(plan, sample, step, rank, batch_size, world_size, grad_accum)
-    texts = Texts(manifest, cache_dir)
-    tables: dict[str, OriginsTable] = {}
+    prov = Provenance(manifest, cache_dir)
     result = []
-    for i in samples:
+    for i in served_samples(plan, sample, step, rank, batch_size, world_size, grad_accum):
         source, block = sample_block(plan, i)
-        if source not in tables:
-            tables[source] = open_table(manifest, source, "train", cache_dir)
-        for p in block_pieces(manifest, tables[source], source, "train", block):
-            result.append({"sample": i, **public(p, texts.piece(tables[source], p))})
+        result += [{"sample": i, **p} for p in prov.block(source, "train", block)]
     return result
 
 
-def _samples(plan, sample, step, rank, batch_size, world_size, grad_accum) -> list[int]:
+def served_samples(
+    plan: Plan, sample, step, rank: int, batch_size, world_size: int, grad_accum: int
+) -> list[int]:
+    """The samples of ``--sample`` or ``--step``; one-line UsageErrors for the options."""
     if (sample is None) == (step is None):
         raise UsageError("give --sample N, or --step S with --rank and --batch-size")
     if sample is not None:
@@ -187,5 +222,5 @@ def _samples(plan, sample, step, rank, batch_size, world_size, grad_accum) -> li
 
 def public(p: dict, found: dict) -> dict:
     """A piece as printed and returned: the table's fields and what re-reading found."""
-    keys = ("block", "source", "file", "record", "kind", "tokens", "cut")
+    keys = ("block", "source", "split", "file", "record", "kind", "tokens", "cut")
     return {**{k: p[k] for k in keys}, **found}
