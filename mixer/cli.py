@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from mixer import __version__
-from mixer.errors import MixerError, OutputError
+from mixer.errors import MixerError
 
 
 def _friendly(fn):
@@ -211,27 +211,26 @@ def inspect(
     """Decode a block of OUTPUT back to text, with where each piece of it comes from (input
     file, record, characters): a block, global sample N, or a rank's share of a step."""
     from mixer.report.inspect import describe_block, describe_sample, render
-    from mixer.report.provenance import Provenance, served_samples
+    from mixer.report.provenance import Provenance, served_pieces, served_samples
 
     if (source is not None) + (sample is not None) + (step is not None) != 1:
         raise click.UsageError("give --source NAME (with --index, --split), --sample N or --step S")
     manifest, plan = _open(output)
     prov = Provenance(manifest)
-    if source is not None:
-        infos = [describe_block(manifest, source, split, index, prov=prov)]
-    else:
+    samples = None
+    if source is None:
         samples = served_samples(plan, sample, step, rank, batch_size, world_size, grad_accum)
-        infos = [describe_sample(manifest, plan, i, prov=prov) for i in samples]
-    if as_json:
-        if infos[0]["note"]:
-            raise OutputError(infos[0]["note"])
-        pieces = [
-            {**({"sample": i["sample"]} if "sample" in i else {}), **p["origin"]}
-            for i in infos
-            for p in i["pieces"]
-        ]
+    if as_json:  # the table and the records only: no shard is read
+        if samples is None:
+            pieces = prov.block(source, split, index)
+        else:
+            pieces = served_pieces(prov, plan, samples)
         click.echo(json.dumps(pieces, indent=2, ensure_ascii=False))
         return
+    if samples is None:
+        infos = [describe_block(manifest, source, split, index, prov=prov)]
+    else:
+        infos = [describe_sample(manifest, plan, i, prov=prov) for i in samples]
     console = _stdout_console()
     for info in infos:
         render(info, console)

@@ -197,7 +197,7 @@ def _split(rec, where: str, seq_len: int, itemsize: int) -> None:
         hex64(shard.sha256, f"{at}.sha256")
         _shard_sizes(shard, at, seq_len, itemsize)
     if rec.origins is not None:  # the provenance table: its one name, in the split's folder
-        from mixer.artifacts.origins import FILENAME
+        from mixer.artifacts.manifest import ORIGINS_FILE as FILENAME
 
         at = f"{where}.origins"
         _require(rec.origins.file == FILENAME, f"{at}.file", f"is not {FILENAME}")

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixer.artifacts.origins import OriginsRecord
 from mixer.errors import OutputError, UnsafeBuildError
 from mixer.identity import digest
 from mixer.typed import FieldError, from_json, to_json
@@ -27,6 +26,7 @@ FORMAT = 1  # the manifest's layout
 #: writes the same ones (which would re-tokenize every source for nothing).
 BLOCKS_FORMAT = 1
 FILENAME = "manifest.json"
+ORIGINS_FILE = "origins.bin"  # a split's provenance table (`mixer.artifacts.origins`)
 SPLITS = ("train", "val")
 _VOLATILE = ("created", "fingerprint")  # not part of the fingerprint
 #: The largest manifest.json or plan.json read (a build of 10^5 input files takes ~25 MiB):
@@ -40,6 +40,15 @@ class ShardRecord:
     samples: int  # blocks in the shard
     bytes: int  # size of the (compressed) file
     raw_bytes: int  # size once decompressed
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OriginsRecord:
+    """A split's provenance table (`mixer.artifacts.origins`)."""
+
+    file: str
+    bytes: int
     sha256: str
 
 

@@ -1,8 +1,9 @@
 """``origins.bin``: a split's provenance table, the documents of the split in packing order.
 
 Per document: its work unit (whose file, as its index in the source's files in the manifest,
-kind, first byte or row, and the lines or rows of the file before it are in a small unit table), the record number the reader gave it inside the
-unit, and its tokens (BOS/EOS included, as packed). Blocks are the split's tokens cut every
+kind, first byte or row, and the lines or rows of the file before it are in a small unit
+table), the record number the reader gave it inside the unit, and its tokens (BOS/EOS
+included, as packed). Blocks are the split's tokens cut every
 ``seq_len``, so the documents of block b are found by a binary search on the cumulative token
 counts: nothing per block or per token is stored. Every ``CHECKPOINT``-th document also keeps
 the decompressed byte offset (and the unit's lines before it) where re-reading can start to
@@ -18,15 +19,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mixer.artifacts.manifest import ORIGINS_FILE, OriginsRecord
 from mixer.errors import OutputError
 from mixer.identity import sha256_file
 
-FILENAME = "origins.bin"
+FILENAME = ORIGINS_FILE
 MAGIC = b"MXORIGIN"
 FORMAT = 1
 CHUNK_DOCS = 8192  # documents per compressed chunk: a query decompresses one (~100 KiB)
@@ -36,15 +37,6 @@ _COLUMNS = ("unit", "record", "tokens")  # per document
 _MARKS = ("offset", "lines")  # per checkpoint
 _UINTS = (np.uint8, np.uint16, np.uint32, np.uint64)
 MAX_FOOTER_BYTES = 1 << 30  # a footer decompresses to at most this (a file made elsewhere)
-
-
-@dataclass(frozen=True, kw_only=True)
-class OriginsRecord:
-    """The manifest's record of a split's origins.bin."""
-
-    file: str
-    bytes: int
-    sha256: str
 
 
 # -- columns --------------------------------------------------------------------------------

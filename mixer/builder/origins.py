@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.artifacts.origins import FILENAME, OriginsRecord, OriginsWriter
+from mixer.artifacts.manifest import OriginsRecord
+from mixer.artifacts.origins import FILENAME, OriginsWriter
 from mixer.builder.spill import DOC_DTYPE, ORIGIN_DTYPE, UnitResult, origin_path, unit_paths
 from mixer.builder.units import Unit
 from mixer.recipe import SourceSpec

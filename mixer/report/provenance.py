@@ -163,6 +163,11 @@ class Provenance:
 
     def block(self, source: str, split: str, block: int) -> list[dict]:
         """The pieces of a block, as `pieces` returns them (without ``sample``)."""
+        rec = self.manifest.split(source, split)
+        if not 0 <= block < rec.blocks:
+            raise UsageError(
+                f"{source}/{split} has {rec.blocks:,} blocks; --index {block} is out of range"
+            )
         key = (source, split)
         if key not in self.tables:
             self.tables[key] = open_table(self.manifest, source, split, self.cache_dir)
@@ -193,12 +198,17 @@ def pieces(
 
     manifest = open_build(str(out), cache_dir)
     plan = load_plan(manifest)
-    prov = Provenance(manifest, cache_dir)
-    result = []
-    for i in served_samples(plan, sample, step, rank, batch_size, world_size, grad_accum):
+    samples = served_samples(plan, sample, step, rank, batch_size, world_size, grad_accum)
+    return served_pieces(Provenance(manifest, cache_dir), plan, samples)
+
+
+def served_pieces(prov: Provenance, plan: Plan, samples: list[int]) -> list[dict]:
+    """The pieces of the blocks served at ``samples``, each with its ``sample``."""
+    out = []
+    for i in samples:
         source, block = sample_block(plan, i)
-        result += [{"sample": i, **p} for p in prov.block(source, "train", block)]
-    return result
+        out += [{"sample": i, **p} for p in prov.block(source, "train", block)]
+    return out
 
 
 def served_samples(
