@@ -4,8 +4,8 @@ A document's origin (`mixer.artifacts.origins`) names its unit, its record numbe
 and a place where reading can start again (a decompressed byte offset and the unit's lines
 before it). The record is found by running the build's own reader from there, so the text is
 the text the build tokenized, pieces included (`mixer.builder.worker`): a line of JSON or text
-is found after at most 31 other records; a compressed file is decompressed up to that offset, a
-JSON array file read from its start, a Parquet record read from its row group alone, a
+is found after at most 31 other records; a compressed file (.gz, .zst) is read from its start, a
+JSON array file too, a Parquet record read from its row group alone, a
 dataset's example by index (a streaming dataset's shard read up to it).
 """
 
@@ -17,7 +17,7 @@ from mixer.builder.lines import CONTINUES, PIECE_CHARS, check_text
 from mixer.builder.readers import read_unit
 from mixer.builder.text import split_text
 from mixer.builder.units import Unit
-from mixer.recipe import HFSpec, SourceSpec
+from mixer.recipe import HFSpec, SourceSpec, file_kind
 
 
 class Changed(Exception):
@@ -48,9 +48,9 @@ def document_pieces(reading: dict, unit: dict, doc: dict, hf: dict | None) -> li
         return _pieces(_parquet_row(spec, unit, doc["record"]))
     if kind.startswith("hf"):
         return _pieces(_hf_example(spec, unit, doc["record"]))
-    if doc["mark_unit"] == doc["unit"]:
+    if doc["mark_unit"] == doc["unit"] and not _compressed(unit["file"]):
         start, before = doc["offset"], doc["lines"]
-    else:  # the checkpoint is in an earlier unit: from this unit's start
+    else:  # the checkpoint is in an earlier unit (or the file is compressed): from its start
         start, before = (unit["start"] if kind == "range" else 0), 0
     again = Unit(
         source=spec.name,
@@ -61,6 +61,12 @@ def document_pieces(reading: dict, unit: dict, doc: dict, hf: dict | None) -> li
         size=os.path.getsize(unit["file"]),
     )
     return _collect(read_unit(again, spec), doc["record"] - before)
+
+
+def _compressed(path: str) -> bool:
+    """A .jsonl.gz or .jsonl.zst file: its stream cannot seek, it is read from its start (such
+    files are never cut into units, so the unit's start is the file's)."""
+    return file_kind(path) in (".jsonl.gz", ".jsonl.zst")
 
 
 def _collect(items, where: int) -> list[str]:

@@ -11,8 +11,8 @@ import pytest
 
 from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.planfile import load_plan, save_plan, train_plan
-from mixer.report.provenance import pieces, sample_block, step_samples
-from tests.helpers import build_demo
+from mixer.report.provenance import Provenance, pieces, sample_block, step_samples
+from tests.helpers import TOKENIZER, build_demo
 
 pytestmark = pytest.mark.integration
 KEYS = {"sample", "block", "source", "file", "record", "chars", "tokens", "cut"}
@@ -147,3 +147,55 @@ def test_a_build_without_provenance_says_so_in_one_line(cli, out, tmp_path):
     assert "this build has no provenance" in result.output and "rebuild it" in result.output
     result = cli("inspect", old, "--sample", 3)  # the decoded block, with that note
     assert result.exit_code == 0 and "note: " in result.output, result.output
+
+
+def test_every_block_of_every_source_names_its_records(out):
+    """Paragraphs of .txt, lines of .jsonl, .jsonl.gz and .jsonl.zst, rows of .parquet: each
+    piece's text is the characters ``chars`` of the record, read independently."""
+    manifest = Manifest.load(out)
+    prov = Provenance(manifest)
+    kinds = set()
+    for name in manifest.sources:
+        for split in ("train", "val"):
+            for b in range(manifest.split(name, split).blocks):
+                got = prov.block(name, split, b)
+                assert sum(p["tokens"] for p in got) == manifest.seq_len
+                for p in got:
+                    a, z = p["chars"]
+                    assert p["text"] == _record_text(p)[a:z], p
+                    kinds.add((p["kind"], p["file"].rsplit(".", 1)[-1]))
+    assert kinds == {("paragraph", "txt"), ("line", "jsonl"), ("line", "gz"), ("line", "zst"),
+                     ("row", "parquet")}  # fmt: skip
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_a_hugging_face_source_names_its_examples(tmp_path, streaming):
+    from mixer.builder import build
+    from mixer.recipe import parse_recipe
+
+    texts = [[f"part {i} document {j} " + "word " * (j % 5) for j in range(30)] for i in range(3)]
+    for i, part in enumerate(texts):
+        (tmp_path / f"part{i}.jsonl").write_text(
+            "".join(json.dumps({"text": t}) + "\n" for t in part)
+        )
+    hf = {"path": "json", "data_files": "part*.jsonl", "streaming": streaming}
+    recipe = {
+        "seq_len": 16,
+        "tokenizer": {"path": str(TOKENIZER)},
+        "sources": {"s": {"hf": hf, "weight": 1}},
+    }
+    out = tmp_path / "out"
+    build(parse_recipe(recipe, base_dir=tmp_path, output=str(out)), workers=1, show_progress=False)
+    manifest = Manifest.load(out)
+    prov = Provenance(manifest)
+    flat = [t for part in texts for t in part]
+    for b in range(manifest.split("s").blocks):
+        for p in prov.block("s", "train", b):
+            assert p["kind"] == "example" and p["note"] is None, p
+            if streaming:  # shard i is part i: the record is the example's row in it
+                shard = int(p["file"].rsplit(" ", 1)[1])
+                record = texts[shard][p["record"]]
+            else:
+                record = flat[p["record"]]
+            a, z = p["chars"]
+            assert p["text"] == record[a:z]

@@ -11,6 +11,7 @@ between builds with 1 and 2 workers.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 WORDS = [f"w{i}" for i in range(40)]
 DOC = st.lists(st.sampled_from(WORDS), min_size=1, max_size=60).map(" ".join)
-KIND = st.sampled_from(["jsonl", "paragraph", "line", "parquet"])
+KIND = st.sampled_from(["jsonl", "gz", "array", "paragraph", "line", "file", "parquet"])
 
 
 def _tokenizer(path: Path) -> None:
@@ -48,9 +49,17 @@ def _write(root: Path, kind: str, n: int, docs: list[str]) -> tuple[str, dict[in
         path = root / f"f{n}.parquet"
         pq.write_table(pa.table({"text": docs}), path, row_group_size=5)
         return str(path.resolve()), dict(enumerate(docs))
+    if kind == "array":
+        path = root / f"f{n}.json"
+        path.write_text(json.dumps([{"text": d} for d in docs]))
+        return str(path.resolve()), dict(enumerate(docs))
+    if kind == "file":  # the file is the document (its record: None)
+        path = root / f"f{n}.txt"
+        path.write_text("\n\n".join(docs))
+        return str(path.resolve()), {None: "\n\n".join(docs)}
     records, lines = {}, []
     for i, d in enumerate(docs):
-        if kind == "jsonl":
+        if kind in ("jsonl", "gz"):
             if i % 7 == 3:
                 lines += ["", "{not json"]  # a blank line and a skipped record
             records[len(lines) + 1] = d
@@ -63,8 +72,10 @@ def _write(root: Path, kind: str, n: int, docs: list[str]) -> tuple[str, dict[in
             para = [" ".join(words[a : a + 5]) for a in range(0, len(words), 5)]
             records[len(lines) + 1] = "\n".join(para)
             lines += [*para, ""]
-    path = root / f"f{n}.{'jsonl' if kind == 'jsonl' else 'txt'}"
-    path.write_text("\n".join(lines) + "\n")
+    data = ("\n".join(lines) + "\n").encode()
+    suffix = {"jsonl": "jsonl", "gz": "jsonl.gz"}.get(kind, "txt")
+    path = root / f"f{n}.{suffix}"
+    path.write_bytes(gzip.compress(data, mtime=0) if kind == "gz" else data)
     return str(path.resolve()), records
 
 
@@ -73,7 +84,7 @@ def _build(root: Path, kind: str, files: list[list[str]], val: bool, take, worke
     from mixer.recipe import parse_recipe
 
     source = {"files": [f"f{i}.*" for i in range(len(files))], "weight": 1.0}
-    if kind in ("line", "paragraph"):
+    if kind in ("line", "paragraph", "file"):
         source["txt_mode"] = kind
     if take:
         source["take"] = {"documents": take}
@@ -134,7 +145,7 @@ def _check_split(manifest: Manifest, split: str, records: dict, cache: Path) -> 
 
 @pytest.mark.slow
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     kind=KIND,
