@@ -79,7 +79,9 @@ def _write(root: Path, kind: str, n: int, docs: list[str]) -> tuple[str, dict[in
     return str(path.resolve()), records
 
 
-def _build(root: Path, kind: str, files: list[list[str]], val: bool, take, workers: int) -> Path:
+def _build(
+    root: Path, kind: str, files: list[list[str]], val: bool, take, workers: int, name: str = ""
+) -> Path:
     from mixer.builder import build
     from mixer.recipe import parse_recipe
 
@@ -87,7 +89,7 @@ def _build(root: Path, kind: str, files: list[list[str]], val: bool, take, worke
     if kind in ("line", "paragraph", "file"):
         source["txt_mode"] = kind
     if take:
-        source["take"] = {"documents": take}
+        source["take"] = take
     recipe = {
         "seq_len": 8,
         "tokenizer": {
@@ -102,7 +104,7 @@ def _build(root: Path, kind: str, files: list[list[str]], val: bool, take, worke
     }
     if val:
         recipe["validation"] = {"fraction": 0.3}
-    out = root / f"out{workers}"
+    out = root / (name or f"out{workers}")
     build(
         parse_recipe(recipe, base_dir=root, output=str(out)), workers=workers, show_progress=False
     )
@@ -151,7 +153,12 @@ def _check_split(manifest: Manifest, split: str, records: dict, cache: Path) -> 
     kind=KIND,
     files=st.lists(st.lists(DOC, min_size=4, max_size=30), min_size=1, max_size=3),
     val=st.booleans(),
-    take=st.one_of(st.none(), st.integers(1, 40)),
+    take=st.one_of(
+        st.none(),
+        st.integers(1, 40).map(lambda n: {"documents": n}),
+        st.integers(20, 400).map(lambda n: {"tokens": n}),
+        st.just({"fraction": 0.5}),
+    ),
 )
 def test_pieces_re_encode_to_every_block_and_workers_agree(
     tmp_path_factory, monkeypatch, kind, files, val, take
@@ -176,3 +183,44 @@ def test_pieces_re_encode_to_every_block_and_workers_agree(
         one = (out / "sources" / "s" / split / "origins.bin").read_bytes()
         two = (again.root / "sources" / "s" / split / "origins.bin").read_bytes()
         assert one == two
+
+
+def test_units_kept_for_a_larger_budget_give_the_table_a_fresh_build_gives(tmp_path, monkeypatch):
+    """A budgeted source keeps its units; raising the budget reuses them (their .origins
+    spills included): the table is byte-identical to a build from scratch."""
+    monkeypatch.setattr("mixer.builder.units.RANGE_BYTES", 256)
+    _tokenizer(tmp_path / "tok.json")
+    docs = [" ".join(WORDS[(i * 7 + j) % 40] for j in range(i % 23 + 1)) for i in range(200)]
+    records = dict([_write(tmp_path, "jsonl", 0, docs)])
+    _build(tmp_path, "jsonl", [docs], True, {"documents": 40}, 1, "out")
+    out = _build(tmp_path, "jsonl", [docs], True, {"documents": 120}, 1, "out")
+    fresh = _build(tmp_path, "jsonl", [docs], True, {"documents": 120}, 1, "fresh")
+    for split in ("train", "val"):
+        path = Path("sources", "s", split, "origins.bin")
+        assert (out / path).read_bytes() == (fresh / path).read_bytes()
+        _check_split(Manifest.load(out), split, records, tmp_path / "cache" / split)
+
+
+def test_a_source_linked_from_another_build_brings_its_table(tmp_path):
+    from mixer.builder import build
+    from mixer.recipe import parse_recipe
+
+    _tokenizer(tmp_path / "tok.json")
+    docs = [" ".join(WORDS[(i * 3 + j) % 40] for j in range(i % 17 + 1)) for i in range(80)]
+    records = dict([_write(tmp_path, "line", 0, docs)])
+    first = _build(tmp_path, "line", [docs], False, None, 1, "first")
+    recipe = {
+        "seq_len": 8,
+        "tokenizer": {"path": "tok.json", "bos": True, "eos": True, "bos_token": "<bos>",
+                      "eos_token": "<eos>"},
+        "sources": {"t": {"from": str(first), "source": "s", "weight": 1.0}},
+    }  # fmt: skip
+    out = tmp_path / "linked"
+    build(parse_recipe(recipe, base_dir=tmp_path, output=str(out)), workers=1, show_progress=False)
+    linked = Manifest.load(out)
+    assert linked.split("t").origins == Manifest.load(first).split("s").origins
+    table = open_table(linked, "t", "train")
+    texts = Texts(linked)
+    for p in block_pieces(linked, table, "t", "train", 3):
+        found = texts.piece(table, p)
+        assert found["text"] == records[p["file"]][p["record"]][slice(*found["chars"])]
