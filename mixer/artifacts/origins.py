@@ -207,17 +207,28 @@ class OriginsTable:
                 if not len(MAGIC) <= at <= size - 8:
                     raise ValueError("footer offset out of range")
                 f.seek(at)
-                self.meta, arrays = decode_footer(f.read(size - 8 - at), self._zstd)
-        except (OSError, ValueError, KeyError, zstandard.ZstdError) as e:
+                self.meta, self.arrays = decode_footer(f.read(size - 8 - at), self._zstd)
+            self._ends = np.append(self.arrays["c_offset"][1:], at).astype(np.int64)
+            self.meta["reading"]["txt_mode"]  # noqa: B018 (present, or the table is not ours)
+            for group in (("c_offset", "c_tokens"), ("u_file", "u_kind", "u_start", "u_base")):
+                if len({len(self.arrays[k]) for k in group}) > 1:
+                    raise ValueError("columns of different lengths")
+        except (OSError, ValueError, KeyError, TypeError, zstandard.ZstdError) as e:
             raise OutputError(f"{self.path}: unreadable provenance table ({e}); rebuild") from None
-        self.arrays = arrays
-        self._ends = np.append(arrays["c_offset"][1:], at).astype(np.int64)
 
     def _chunk(self, c: int) -> dict[str, np.ndarray]:
+        import zstandard
+
         a, b = int(self.arrays["c_offset"][c]), int(self._ends[c])
-        with open(self.path, "rb") as f:
-            f.seek(a)
-            return decode_chunk(f.read(b - a), self._zstd)
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(a)
+                rows = decode_chunk(f.read(max(b - a, 0)), self._zstd)
+            if len(rows["tokens"]) > CHUNK_DOCS or not rows["tokens"].all():
+                raise ValueError("a chunk's documents do not fit the format")
+            return rows
+        except (OSError, ValueError, IndexError, KeyError, zstandard.ZstdError) as e:
+            raise OutputError(f"{self.path}: unreadable provenance table ({e}); rebuild") from None
 
     def documents(self, first: int, last: int) -> list[dict]:
         """The documents overlapping tokens [first, last) of the split, in order: each a dict
@@ -251,6 +262,8 @@ class OriginsTable:
 
     def unit(self, row: int) -> dict:
         a = self.arrays
+        if not 0 <= row < len(a["u_kind"]) or int(a["u_kind"][row]) >= len(KINDS):
+            raise OutputError(f"{self.path}: unreadable provenance table (unit {row}); rebuild")
         return {
             "file": int(a["u_file"][row]),
             "kind": KINDS[int(a["u_kind"][row])],
