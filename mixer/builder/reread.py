@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from mixer.builder.lines import CONTINUES, PIECE_CHARS, check_text
-from mixer.builder.readers import read_unit
+from mixer.builder.readers import _is_json_array, read_unit
 from mixer.builder.text import split_text
 from mixer.builder.units import Unit
 from mixer.recipe import HFSpec, SourceSpec, file_kind
@@ -61,6 +61,24 @@ def document_pieces(reading: dict, unit: dict, doc: dict, hf: dict | None) -> li
         size=os.path.getsize(unit["file"]),
     )
     return _collect(read_unit(again, spec), doc["record"] - before)
+
+
+def record_kind(unit: dict, txt_mode: str) -> str:
+    """What a unit's reader numbers: ``line``, ``paragraph``, ``file`` (a text file read
+    whole), ``item`` (of a JSON array), ``row`` (Parquet) or ``example`` (a dataset)."""
+    if unit["kind"].startswith("hf"):
+        return "example"
+    kind = file_kind(unit["file"])
+    if kind == ".parquet":
+        return "row"
+    if kind == ".txt":
+        return txt_mode if txt_mode in ("file", "paragraph") else "line"
+    if kind == ".json" and unit["kind"] == "file":
+        try:
+            return "item" if _is_json_array(unit["file"]) else "line"
+        except OSError:
+            return "line"
+    return "line"
 
 
 def _compressed(path: str) -> bool:

@@ -69,7 +69,7 @@ def block_pieces(
     manifest: Manifest, table: OriginsTable, source: str, split: str, block: int
 ) -> list[dict]:
     """The pieces of the split's block ``block`` from the table alone (no input read): each
-    with ``doc`` (the row `document_text` needs) and ``span`` (its tokens in the document)."""
+    with ``doc`` (the row `document_pieces` needs) and ``span`` (its tokens in the document)."""
     L = manifest.seq_len
     first, last = block * L, (block + 1) * L
     out = []
@@ -111,27 +111,9 @@ def _input_path(inputs, i: int, where: str) -> str:
 
 
 def _kind(table: OriginsTable, unit: dict) -> str:
-    if unit["kind"].startswith("hf"):
-        return "example"
-    name = unit["file"].lower()
-    if name.endswith(".parquet"):
-        return "row"
-    if name.endswith(".txt"):
-        return {"file": "file", "paragraph": "paragraph"}.get(
-            table.meta["reading"]["txt_mode"], "line"
-        )
-    if name.endswith(".json") and unit["kind"] == "file" and _is_array(unit["file"]):
-        return "item"
-    return "line"
+    from mixer.builder.reread import record_kind
 
-
-def _is_array(path: str) -> bool:
-    from mixer.builder.readers import _is_json_array
-
-    try:
-        return _is_json_array(path)
-    except OSError:
-        return False
+    return record_kind(unit, table.meta["reading"]["txt_mode"])
 
 
 def _record(table: OriginsTable, unit: dict, where: int) -> int | None:
