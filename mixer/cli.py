@@ -202,19 +202,52 @@ def stats(
     help="Block index within the source's split.",
 )
 @click.option("--sample", type=click.IntRange(min=0), help="Show global sample N of the plan.")
+@click.option("--step", type=click.IntRange(min=0), help="Show what optimizer step S trained on.")
+@click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True, help="Rank R.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Per-rank batch size B.")
+@click.option("--world-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the pieces' origins as JSON.")
 @_friendly
-def inspect(output: str, source: str | None, split: str, index: int, sample: int | None) -> None:
-    """Decode a block of OUTPUT back to text, document boundaries marked."""
+def inspect(
+    output: str,
+    source: str | None,
+    split: str,
+    index: int,
+    sample: int | None,
+    step: int | None,
+    rank: int,
+    batch_size: int | None,
+    world_size: int,
+    grad_accum: int,
+    as_json: bool,
+) -> None:
+    """Decode a block of OUTPUT back to text, with where each piece of it comes from (input
+    file, record, characters): a block, global sample N, or a rank's share of a step."""
     from mixer.report.inspect import describe_block, describe_sample, render
+    from mixer.report.provenance import Provenance, served_pieces, served_samples
 
-    if (source is None) == (sample is None):
-        raise click.UsageError("give --source NAME (with --index, --split) or --sample N")
+    if (source is not None) + (sample is not None) + (step is not None) != 1:
+        raise click.UsageError("give --source NAME (with --index, --split), --sample N or --step S")
     manifest, plan = _open(output)
-    if sample is not None:
-        info = describe_sample(manifest, plan, sample)
+    prov = Provenance(manifest)
+    samples = None
+    if source is None:
+        samples = served_samples(plan, sample, step, rank, batch_size, world_size, grad_accum)
+    if as_json:  # the table and the records only: no shard is read
+        if samples is None:
+            pieces = prov.block(source, split, index)
+        else:
+            pieces = served_pieces(prov, plan, samples)
+        click.echo(json.dumps(pieces, indent=2, ensure_ascii=False))
+        return
+    if samples is None:
+        infos = [describe_block(manifest, source, split, index, prov=prov)]
     else:
-        info = describe_block(manifest, source, split, index)
-    render(info, _stdout_console())
+        infos = [describe_sample(manifest, plan, i, prov=prov) for i in samples]
+    console = _stdout_console()
+    for info in infos:
+        render(info, console)
 
 
 @main.command()

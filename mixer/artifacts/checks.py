@@ -30,6 +30,8 @@ import re
 from mixer.syntax import NAME_RE
 from mixer.typed import FieldError
 
+ORIGINS_FILE = "origins.bin"  # a split's provenance table (`mixer.artifacts.origins`)
+
 SHARD_FILE_RE = re.compile(r"^shard\.[0-9]{5,9}\.mds\.zstd$")  # ShardWriter's names
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")  # a sha256 (hex), as every fingerprint and hash
 REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # a skip reason (mixer.builder.readers.REASONS)
@@ -196,6 +198,11 @@ def _split(rec, where: str, seq_len: int, itemsize: int) -> None:
         seen.add(shard.file)
         hex64(shard.sha256, f"{at}.sha256")
         _shard_sizes(shard, at, seq_len, itemsize)
+    if rec.origins is not None:  # the provenance table: its one name, in the split's folder
+        at = f"{where}.origins"
+        _require(rec.origins.file == ORIGINS_FILE, f"{at}.file", f"is not {ORIGINS_FILE}")
+        count(rec.origins.bytes, f"{at}.bytes")
+        hex64(rec.origins.sha256, f"{at}.sha256")
 
 
 def raw_bounds(samples: int, seq_len: int, itemsize: int) -> tuple[int, int]:

@@ -43,6 +43,15 @@ class ShardRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OriginsRecord:
+    """A split's provenance table (`mixer.artifacts.origins`)."""
+
+    file: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class SplitRecord:
     documents: int
     tokens: int  # all packed tokens, the dropped tail included
@@ -52,6 +61,7 @@ class SplitRecord:
     shards: tuple[ShardRecord, ...]
     doc_length_log2_hist: tuple[int, ...]  # bin k counts lengths in [2^k, 2^(k+1))
     skipped: dict[str, int]
+    origins: OriginsRecord | None = None  # the provenance table (builds before it have none)
 
 
 @dataclass(frozen=True, kw_only=True)

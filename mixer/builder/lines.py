@@ -19,12 +19,16 @@ PIECE_CHARS = 1 << 20  # long documents are read and tokenized in pieces of abou
 class Cursor:
     """Where a reader is after the item it last yielded: a byte offset of the file as stored
     (of the compressed bytes for .gz/.zst: what was read from disk) or a row number. The worker
-    stores it as each document's ``end``: where reading could stop after that document."""
+    stores it as each document's ``end``: where reading could stop after that document.
 
-    __slots__ = ("pos",)
+    For line-based files it also keeps ``offset``, the same place in the file's decompressed
+    bytes, and ``lines``, the lines of the unit read so far: where a document's origin says
+    reading can start again to find it (`mixer.builder.reread`)."""
+
+    __slots__ = ("pos", "offset", "lines")
 
     def __init__(self) -> None:
-        self.pos = 0
+        self.pos = self.offset = self.lines = 0
 
 
 class Unreadable(Exception):
@@ -61,6 +65,7 @@ def read_lines(
                 if f.read(1) != b"\n":
                     skip_line(f)  # that line belongs to the previous unit
             pos, stop = (f.tell() if unit.start > 0 else 0), unit.stop
+            cursor.offset = pos
             while not 0 <= stop <= pos:
                 line = f.readline(limit + 1)
                 if not line:
@@ -69,10 +74,10 @@ def read_lines(
                 pos += len(line)
                 if len(line) > limit and not line.endswith(b"\n"):
                     pos += skip_line(f)
-                    cursor.pos = pos if raw is f else raw.tell()
+                    cursor.pos, cursor.offset, cursor.lines = _at(pos, f, raw), pos, n
                     yield n, None
                     continue
-                cursor.pos = pos if raw is f else raw.tell()
+                cursor.pos, cursor.offset, cursor.lines = _at(pos, f, raw), pos, n
                 if n == 1 and unit.start == 0 and line.startswith(b"\xef\xbb\xbf"):
                     line = line[3:]  # a UTF-8 byte order mark
                 yield n, line
@@ -80,6 +85,11 @@ def read_lines(
         if isinstance(e, FileNotFoundError):
             raise InputError(f"{unit.path}: the input file disappeared during the build") from None
         raise Unreadable(n + 1) from None
+
+
+def _at(pos: int, f, raw) -> int:
+    """The cursor's ``pos``: ``pos`` in an uncompressed file, what was read from disk else."""
+    return pos if raw is f else raw.tell()
 
 
 def skip_line(f) -> int:

@@ -4,6 +4,7 @@ later units are still being tokenized."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from mixer.artifacts.manifest import SplitRecord, ValidationRecord
 from mixer.artifacts.shards import ShardWriter
 from mixer.builder.cut import Cut
+from mixer.builder.origins import SourceOrigins
 from mixer.builder.pack import Packer
 from mixer.builder.spill import DOC_DTYPE, UnitResult, unit_paths
 from mixer.builder.take_measure import Take, taken_mask
@@ -105,6 +107,7 @@ class SourceMerge:
         root = work / "sources" / spec.name
         self.train = _Split(recipe, dtype, root / "train")
         self.val = _Split(recipe, dtype, root / "val")
+        self.origins = SourceOrigins(spec, root)  # where each packed document came from
 
     def add(self, unit: Unit, result: UnitResult) -> None:
         """A finished unit (any order): takes and packs every unit whose predecessors are in."""
@@ -149,17 +152,25 @@ class SourceMerge:
                     self.spec.validation, [r for _, r, _ in self.accepted]
                 )
         while self.packed < len(self.accepted):
-            unit, _, taken = self.accepted[self.packed]
+            unit, res, taken = self.accepted[self.packed]
             self._pack(unit, taken)
+            self.origins.add(self.work, unit, res, taken, self._route)
             self.packed += 1
+
+    def _route(self, hashes: np.ndarray) -> dict[str, np.ndarray]:
+        """Which documents (by text hash) go to train and which to validation (neither: not
+        taken by a ``take: fraction`` sample)."""
+        keep = taken_mask(hashes, self.fraction)
+        if self.threshold is None:
+            return {"train": keep, "val": np.zeros_like(keep)}
+        is_val = keep & (hashes <= self.threshold)
+        return {"train": keep & ~is_val, "val": is_val}
 
     def _pack(self, unit: Unit, taken: int | None) -> None:
         tok_path, doc_path = unit_paths(self.work, unit)
-        threshold = self.threshold
         for tokens, lengths, hashes, cont, whole in _chunks(tok_path, doc_path, self.dtype, taken):
-            keep = taken_mask(hashes, self.fraction)
-            is_val = keep & (hashes <= threshold) if threshold is not None else np.zeros_like(keep)
-            for split, m in ((self.train, keep & ~is_val), (self.val, is_val)):
+            routed = self._route(hashes)
+            for split, m in ((self.train, routed["train"]), (self.val, routed["val"])):
                 starts = m[1:] if cont else m  # the documents that start in this chunk
                 split.feed(
                     tokens[np.repeat(m, lengths)], lengths[m], cont and bool(m[0]), whole[starts]
@@ -188,8 +199,10 @@ class SourceMerge:
                 f" check the files and text_field ({spec.text_field!r})"
             )
         skipped = dict(sorted(skipped.items()))
+        origins = self.origins.finish()
         # a skipped document never reaches a split: the train split carries the counts
         train = self.train.finish(self.recipe.remainder, self.pad_id, skipped)
+        train = dataclasses.replace(train, origins=origins["train"])
         if train.blocks == 0:
             raise InputError(
                 f"sources.{spec.name}: {train.documents:,} training documents of"
@@ -203,7 +216,9 @@ class SourceMerge:
             "skipped": skipped,
             "skipped_examples": tuple(examples[:5]),
             "train": train,
-            "val": self.val.finish(self.recipe.remainder, self.pad_id, {}),
+            "val": dataclasses.replace(
+                self.val.finish(self.recipe.remainder, self.pad_id, {}), origins=origins["val"]
+            ),
         }
         if self.cut is not None:
             out["take"] = self.cut.record(spec.take.to_dict())

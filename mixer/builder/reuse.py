@@ -91,10 +91,11 @@ def known_inputs(manifest: Manifest | None) -> dict[str, InputFile]:
 
 
 def find(candidates: list[Manifest], key: str) -> tuple[Manifest, str] | None:
-    """A built source with this key, in the first candidate that has one."""
+    """A built source with this key, in the first candidate that has one, and provenance (a
+    source built before mixer recorded it is built again, to get it)."""
     for m in candidates:
         for name, src in m.sources.items():
-            if src.key == key:
+            if src.key == key and src.train.origins is not None:
                 return m, name
     return None
 
@@ -170,6 +171,8 @@ def linkable(src: Manifest, name: str, split: str) -> list[Path]:
     if problems:
         raise OutputError(f"{where}: {problems[0]}; rebuild that build")
     sizes = {s.file: s.bytes for s in rec.shards}
+    if rec.origins is not None:  # the provenance table goes with its blocks
+        sizes[rec.origins.file] = rec.origins.bytes
     return [_own_file(folder / f, src.root, sizes.get(f), where) for f in ["index.json", *sizes]]
 
 

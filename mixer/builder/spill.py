@@ -3,8 +3,11 @@
 A unit writes ``NNNNNN.tokens`` (its documents' ids, BOS/EOS included, concatenated) and
 ``NNNNNN.docs`` (per document: the uint64 hash that decides the validation split and a
 ``take: fraction`` sample, its length in tokens, and ``end``: where reading could stop after it,
-a byte of the file as stored or a row, see `mixer.builder.lines.Cursor`) into the build's
-temporary folder; the completion record, written last, makes a rerun reuse the unit.
+a byte of the file as stored or a row, see `mixer.builder.lines.Cursor`) and ``NNNNNN.origins``
+(per document: the record number the reader gave it, and the decompressed byte offset and lines
+read where reading can start again to find it: the provenance table's rows,
+`mixer.builder.origins`) into the build's temporary folder; the completion record, written
+last, makes a rerun reuse the unit.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from mixer.identity import digest
 from mixer.recipe import SourceSpec
 
 DOC_DTYPE = np.dtype([("hash", "<u8"), ("length", "<u8"), ("end", "<u8")])
+ORIGIN_DTYPE = np.dtype([("record", "<u8"), ("offset", "<u8"), ("lines", "<u8")])
+#: The spill's layout for reuse: a finished unit of an older layout is tokenized again.
+SPILL_LAYOUT = 2  # 2: with .origins
 
 
 @dataclass(kw_only=True)
@@ -39,6 +45,7 @@ class UnitResult:
     smallest: np.ndarray | None = None  # the unit's smallest doc hashes (validation `docs: N`)
     complete: bool = True  # read to its end (False: stopped at a `take` budget's limit)
     limit: float | None = None  # that limit: an incomplete unit is reused under the same one
+    lines: int = 0  # lines read (line-based files): where the file's next unit's lines start
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
@@ -60,6 +67,10 @@ def unit_paths(work_dir: Path, unit: Unit) -> tuple[Path, Path]:
     return base.with_suffix(".tokens"), base.with_suffix(".docs")
 
 
+def origin_path(work_dir: Path, unit: Unit) -> Path:
+    return work_dir / "units" / unit.source / f"{unit.index:06d}.origins"
+
+
 def record_path(work_dir: Path, unit: Unit) -> Path:
     return work_dir / "units" / unit.source / f"{unit.index:06d}.done"
 
@@ -74,7 +85,8 @@ def load_record(
     except (OSError, ValueError):
         return None
     tok_path, doc_path = unit_paths(work_dir, unit)
-    if rec.get("key") != key or not tok_path.exists() or not doc_path.exists():
+    origins = origin_path(work_dir, unit)
+    if rec.get("key") != key or not all(p.exists() for p in (tok_path, doc_path, origins)):
         return None
     result = UnitResult.from_json(rec["result"])
     if not result.complete and result.limit != limit:  # cut short for another budget
@@ -83,6 +95,7 @@ def load_record(
     if (
         tok_path.stat().st_size != result.tokens * itemsize
         or doc_path.stat().st_size != result.documents * DOC_DTYPE.itemsize
+        or origins.stat().st_size != result.documents * ORIGIN_DTYPE.itemsize
     ):
         return None
     return result
@@ -92,7 +105,7 @@ def save_record(work_dir: Path, unit: Unit, key: str, result: UnitResult, itemsi
     """Completion record, written last: its presence means the spill files are whole. Written by
     the process that collects results (not the worker), so a worker never waits on a disk
     flush between units."""
-    for p in unit_paths(work_dir, unit):
+    for p in (*unit_paths(work_dir, unit), origin_path(work_dir, unit)):
         fd = os.open(p, os.O_RDONLY)
         os.fsync(fd)
         os.close(fd)
@@ -130,6 +143,7 @@ def unit_key(
         "tokenizer": [tok.fingerprint, tok.bos_id, tok.eos_id, tok.dtype],
         "strict": strict,
         "blocks_format": BLOCKS_FORMAT,
+        "spill": SPILL_LAYOUT,
     }
     if spec.take is not None:
         parts["take"] = "hashed"  # every document's hash is spilled (not only validation's)

@@ -54,8 +54,8 @@ def linkable(
     take, the files it read unchanged and still first in the list (all of them when it ran
     out of input), and, under ``auto``, enough train blocks for this plan."""
     rec = prev.sources.get(spec.name) if prev is not None else None
-    if rec is None or rec.take is None:
-        return None
+    if rec is None or rec.take is None or rec.train.origins is None:
+        return None  # (a build without provenance is built again, to get it)
     files = rec.inputs.files or ()
     if tuple(f.path for f in files) != spec.files[: len(files)]:
         return None

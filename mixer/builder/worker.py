@@ -20,9 +20,11 @@ from mixer.builder.lines import CONTINUES, PIECE_CHARS, Cursor
 from mixer.builder.readers import REASONS, read_unit
 from mixer.builder.spill import (
     DOC_DTYPE,
+    ORIGIN_DTYPE,
     UnitResult,
     doc_hash,
     hash_digest,
+    origin_path,
     text_hashes,
     unit_paths,
 )
@@ -55,7 +57,7 @@ def run_unit(
     w = _UnitWriter(unit, spec, encoder, work_dir, strict, keep_smallest, progress)
     if limit is not None:
         w.meter, w.limit = Meter(limit[0], spec.validation), limit[1]
-    with w.tok_file, w.doc_file:
+    with w.tok_file, w.doc_file, w.origin_file:
         for where, text, reason in read_unit(unit, spec, w.cursor):
             if reason is None and w.open_doc is None and len(text) <= PIECE_CHARS:
                 w.add(text, where)  # a whole document: the common case
@@ -68,6 +70,7 @@ def run_unit(
                     w.piece(text, where, last=True)
             else:
                 w.skip(reason, where)
+            w.at = (w.cursor.offset, w.cursor.lines)  # where the next item's reading starts
             if w.stopped:
                 break
         early = w.stopped  # (the last flush may reach the limit at the unit's end: complete)
@@ -76,6 +79,7 @@ def run_unit(
     res.complete, res.limit = not early, None if limit is None else limit[1]
     res.bytes = unit.size if res.complete else unit.bytes_to(w.cursor.pos) or 0
     res.smallest = w.smallest if keep_smallest else None
+    res.lines = w.cursor.lines
     if progress:
         progress("unit", unit.source, unit.index, res.documents, res.tokens, res.bytes)
     return res
@@ -88,6 +92,7 @@ class _Doc:
         self.hash = hashlib.blake2b(digest_size=8)
         self.length = 0
         self.token_start: int | None = None
+        self.origin: tuple[int, int, int] = (0, 0, 0)  # its first piece's (record, offset, lines)
 
 
 class _UnitWriter:
@@ -111,6 +116,10 @@ class _UnitWriter:
         self.tok_path.parent.mkdir(parents=True, exist_ok=True)
         self.tok_file = open(self.tok_path, "wb")  # noqa: SIM115 (closed by run_unit)
         self.doc_file = open(self.doc_path, "wb")  # noqa: SIM115
+        self.origin_file = open(origin_path(work_dir, unit), "wb")  # noqa: SIM115
+        # (decompressed byte offset, lines read) where reading the current item started
+        self.at = (unit.start if unit.kind == "range" else 0, 0)
+        self.origins: list[tuple[int, int, int]] = []  # per text: (where, *at)
         self.smallest = np.empty(0, np.uint64)
         self.texts: list[str] = []
         self.wheres: list[int] = []
@@ -151,6 +160,7 @@ class _UnitWriter:
         """A whole document (no document is open)."""
         self.texts.append(text)
         self.wheres.append(where)
+        self.origins.append((where, *self.at))
         self.ends.append(self.cursor.pos)
         self.chars += len(text)
         if self.chars >= BATCH_CHARS or len(self.texts) >= BATCH_DOCS:
@@ -163,6 +173,7 @@ class _UnitWriter:
         doc = self.open_doc
         if first:
             doc = self.open_doc = _Doc()
+            doc.origin = (where, *self.at)
         if self.hashing:
             doc.hash.update(text.encode("utf-8", "surrogatepass"))
         if last:
@@ -176,6 +187,7 @@ class _UnitWriter:
         self.parts = {int(index[i]): part for i, part in self.parts.items() if keep[i]}
         self.texts = [t for t, k in zip(self.texts, keep, strict=True) if k]
         self.wheres = [w for w, k in zip(self.wheres, keep, strict=True) if k]
+        self.origins = [o for o, k in zip(self.origins, keep, strict=True) if k]
         self.ends = [e for e, k in zip(self.ends, keep, strict=True) if k]
         self.chars = sum(map(len, self.texts))
 
@@ -207,14 +219,16 @@ class _UnitWriter:
             return self.flush()
         self.tok_file.write(ids)
         if self.parts or not lengths.all():
-            rec = self._records(lengths)
+            rec, origins = self._records(lengths)
         else:  # whole documents only
             rec = np.empty(len(lengths), DOC_DTYPE)
             rec["length"], rec["end"] = lengths, self.ends
             rec["hash"] = text_hashes(self.texts) if self.hashing else 0
+            origins = np.array(self.origins, np.uint64).reshape(-1, 3)
         self.spilled += ids.size
         self.res.tokens += int(ids.size)
         self.doc_file.write(rec)
+        self.origin_file.write(_origin_records(origins))
         if self.keep_smallest and len(rec):
             both = np.concatenate([self.smallest, rec["hash"]])
             self.smallest = np.sort(both)[: self.keep_smallest]
@@ -222,14 +236,16 @@ class _UnitWriter:
         if self.progress:
             self.progress("batch", self.unit.source, len(rec), int(ids.size))
         self.texts, self.wheres, self.ends, self.parts, self.chars = [], [], [], {}, 0
+        self.origins = []
         if self.meter is not None:
             self.meter.add(rec["hash"], rec["length"])
             self.stopped = self.open_doc is None and self.meter.value >= self.limit
 
-    def _records(self, lengths: np.ndarray) -> np.ndarray:
-        """Document records of a batch holding pieces or empty documents, item by item."""
+    def _records(self, lengths: np.ndarray) -> tuple[np.ndarray, list]:
+        """Document records (and origins) of a batch holding pieces or empty documents, item
+        by item."""
         offsets = (self.spilled + np.cumsum(lengths) - lengths).tolist()
-        docs, hashes, ends = [], [], []
+        docs, hashes, ends, origins = [], [], [], []
         for i, (text, n) in enumerate(zip(self.texts, lengths.tolist(), strict=True)):
             part = self.parts.get(i)
             if part is None:  # a whole document
@@ -239,6 +255,7 @@ class _UnitWriter:
                 docs.append(n)
                 hashes.append(doc_hash(text) if self.hashing else 0)
                 ends.append(self.ends[i])
+                origins.append(self.origins[i])
                 continue
             f, la, doc = part
             if f:
@@ -248,9 +265,10 @@ class _UnitWriter:
                 docs.append(doc.length)
                 hashes.append(hash_digest(doc.hash) if self.hashing else 0)
                 ends.append(self.ends[i])
+                origins.append(doc.origin)
         rec = np.empty(len(docs), DOC_DTYPE)
         rec["length"], rec["hash"], rec["end"] = docs, hashes, ends
-        return rec
+        return rec, origins
 
     def _drop_invalid_unicode(self) -> None:
         keep, bad_docs = [], []
@@ -266,3 +284,11 @@ class _UnitWriter:
         self._keep(keep)
         for doc in bad_docs:  # a document with a bad piece goes whole
             self._drop(doc)
+
+
+def _origin_records(origins) -> np.ndarray:
+    """(record, offset, lines) triples as ORIGIN_DTYPE records (`mixer.builder.spill`)."""
+    arr = np.asarray(origins, np.uint64).reshape(-1, 3)
+    out = np.empty(len(arr), ORIGIN_DTYPE)
+    out["record"], out["offset"], out["lines"] = arr[:, 0], arr[:, 1], arr[:, 2]
+    return out

@@ -1,4 +1,5 @@
-"""`mixer inspect`: a block decoded back to text, with its document boundaries marked."""
+"""`mixer inspect`: a block decoded back to text, with its document boundaries marked, and
+where each piece of it comes from (`mixer.report.provenance`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mixer.artifacts.manifest import Manifest
 from mixer.errors import OutputError, UsageError
 from mixer.identity import sha256_file
 from mixer.plan import Plan
+from mixer.report.provenance import Provenance, sample_block
 from mixer.serve.cache import SplitStore, cache_root
 
 
@@ -21,9 +23,12 @@ def describe_block(
     split: str,
     index: int,
     cache_dir: str | os.PathLike | None = None,
+    prov: Provenance | None = None,
 ) -> dict:
     """{"source", "split", "block", "blocks", "starts", "pieces": [{"first", "last", "starts",
-    "text"}]}: the block's tokens decoded piece by piece, a piece per document it touches."""
+    "text", "origin"}], "note"}: the block's tokens decoded piece by piece, a piece per
+    document it touches, each with its origin (`Provenance.block`; None and a ``note`` for a
+    build without provenance)."""
     rec = manifest.split(source, split)
     if not 0 <= index < rec.blocks:
         raise UsageError(
@@ -50,6 +55,14 @@ def describe_block(
         ids = [int(t) for t in block.input_ids[a:b]]
         text = tok.decode(ids, skip_special_tokens=False)
         pieces.append({"first": a, "last": b - 1, "starts": a in starts, "text": text})
+    note = None
+    try:
+        origins = (prov or Provenance(manifest, cache_dir)).block(source, split, index)
+    except OutputError as e:
+        note, origins = str(e), [None] * len(pieces)
+    assert len(origins) == len(pieces), (len(origins), len(pieces))
+    for p, origin in zip(pieces, origins, strict=True):
+        p["origin"] = origin
     return {
         "source": source,
         "split": split,
@@ -57,19 +70,22 @@ def describe_block(
         "blocks": rec.blocks,
         "starts": sorted(starts),
         "pieces": pieces,
+        "note": note,
     }
 
 
 def describe_sample(
-    manifest: Manifest, plan: Plan, n: int, cache_dir: str | os.PathLike | None = None
+    manifest: Manifest,
+    plan: Plan,
+    n: int,
+    cache_dir: str | os.PathLike | None = None,
+    prov: Provenance | None = None,
 ) -> dict:
     """Which source, pass and block global sample n is (and its phase), and that block decoded."""
-    if not 0 <= n < plan.total:
-        raise UsageError(f"--sample {n:,} is outside the plan's [0, {plan.total:,})")
+    name, block = sample_block(plan, n)
     s, k = plan.locate(n)
     src = plan.sources[s]
-    block = int(plan.block_ids(s, [k])[0])
-    out = describe_block(manifest, src.name, "train", block, cache_dir)
+    out = describe_block(manifest, name, "train", block, cache_dir, prov)
     out.update(
         sample=n,
         total=plan.total,
@@ -99,10 +115,37 @@ def render(info: dict, console: Console) -> None:
         )
     else:
         console.print(head, highlight=False)
+    if info["note"]:
+        console.print(f"note: {info['note']}", highlight=False, soft_wrap=True)
     for p in info["pieces"]:
         what = "document starts" if p["starts"] else "continues a document"
         console.rule(f"{what} · tokens {p['first']}-{p['last']}", style="cyan")
-        console.print(escape(p["text"]), highlight=False, markup=True)
+        origin = p["origin"]
+        text = p["text"]
+        if origin is not None:
+            console.print(origin_line(origin), highlight=False, soft_wrap=True)
+            text = p["text"] if origin["text"] is None else origin["text"]
+        console.print(escape(_printable(text)), highlight=False, markup=True)
+
+
+def origin_line(o: dict) -> str:
+    """``file line 812 · chars 0-1,204 of the record · 256 tokens · cut`` (or why the record's
+    text is not shown: then the text below is the block's tokens decoded)."""
+    record = "" if o["record"] is None else f" {o['kind']} {o['record']:,}"
+    chars = "" if o["chars"] is None else f" · chars {o['chars'][0]:,}-{o['chars'][1]:,}"
+    cut = " · cut (continues in another block)" if o["cut"] else ""
+    line = f"{_printable(o['file'])}{record}{chars} · {o['tokens']:,} tokens{cut}"
+    return line if o["note"] is None else f"{line}\n{_printable(o['note'])}"
+
+
+def _printable(text: str) -> str:
+    """Control characters (but newline and tab) shown as escapes, so a document cannot move
+    the cursor or recolour the terminal. TODO: use mixer.report.printable's function (another
+    branch adds it) once merged."""
+    bad = {c for c in set(text) if (ord(c) < 32 and c not in "\n\t") or 127 <= ord(c) < 160}
+    if not bad:
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii") if c in bad else c for c in text)
 
 
 def _tokenizer(manifest: Manifest, cache):

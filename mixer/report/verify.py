@@ -69,6 +69,9 @@ def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> 
     folder = manifest.split_dir(name, split)
     problems = index_problems(folder / "index.json", rec, manifest.seq_len, manifest.dtype)
     listed = {s.file for s in rec.shards} | {"index.json"}
+    if rec.origins is not None:
+        listed.add(rec.origins.file)
+        problems += _origins_problems(manifest, folder / rec.origins.file, rec.origins.sha256)
     if folder.is_dir():
         problems += [
             f"{folder / f}: unexpected file" for f in sorted(set(os.listdir(folder)) - listed)
@@ -99,6 +102,17 @@ def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> 
     if blocks != rec.blocks and not any("shard" in p for p in problems):
         problems.append(f"{folder}: {blocks} blocks, the manifest says {rec.blocks}")
     return problems
+
+
+def _origins_problems(manifest: Manifest, path: Path, sha256: str) -> list[str]:
+    """The provenance table: present, inside the build, with the manifest's sha256."""
+    if not path.exists():
+        return [f"{path}: provenance table is missing"]
+    if problem := _outside(path, manifest):
+        return [problem]
+    if sha256_file(path) != sha256:
+        return [f"{path}: sha256 differs from the manifest (corrupted or altered)"]
+    return []
 
 
 def _block_problems(manifest: Manifest, path: Path, reader, samples: int) -> list[str]:

@@ -128,8 +128,10 @@ def test_inspect_decodes_a_block_with_document_boundaries(cli, out):
     assert result.exit_code == 0, result.output
     assert "books/train block 0 of" in result.output
     assert "document starts · tokens 0-" in result.output
-    # decode(encode(text)): the first block of books is the start of a held-in chapter
-    first_line = result.output.split("\n")[2]
+    # where it comes from, then the record's text: the start of a held-in chapter
+    origin = result.output.split("\n")[2]
+    assert "01-genesis.txt paragraph 1 · chars 0-" in origin, result.output
+    first_line = result.output.split("\n")[3]
     assert any(first_line and chapter.startswith(first_line.strip()) for chapter in books)
 
 

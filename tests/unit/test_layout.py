@@ -24,7 +24,8 @@ ALLOWED = {
     "builder": {"recipe", "artifacts", "plan"},
     "serve": {"artifacts", "plan"},
     "integrations": {"serve", "artifacts", "plan"},
-    "report": {"serve", "artifacts", "plan"},
+    # report re-reads a document's record with the build's own readers (mixer inspect)
+    "report": {"serve", "artifacts", "plan", "builder"},
     "steer": {"recipe", "builder", "artifacts", "plan"},  # amend / skip a build's plan
     "mixer": {"serve", "steer"},
     "cli": {
