@@ -29,10 +29,11 @@ import re
 
 from mixer.typed import FieldError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # the recipe's (mixer.recipe._NAME_RE)
-SHARD_FILE_RE = re.compile(r"^shard\.[0-9]{5,9}\.mds\.zstd$")  # ShardWriter's names
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")  # a sha256 (hex), as every fingerprint and hash
-REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # a skip reason (mixer.builder.readers.REASONS)
+# Matched with fullmatch, never match and `$` (which matches before a trailing newline: "a\n")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the recipe's (mixer.recipe._NAME_RE)
+SHARD_FILE_RE = re.compile(r"shard\.[0-9]{5,9}\.mds\.zstd")  # ShardWriter's names
+HEX64_RE = re.compile(r"[0-9a-f]{64}")  # a sha256 (hex), as every fingerprint and hash
+REASON_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a skip reason (mixer.builder.readers.REASONS)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # would reach a terminal through a report
 
 MAX_SEQ_LEN = 1 << 24
@@ -64,12 +65,13 @@ def printable(text: str, where: str, limit: int = 4096) -> None:
 
 
 def hex64(text: str, where: str) -> None:
-    _require(bool(HEX64_RE.match(text)), where, f"{text[:80]!r} is not a sha256 (64 hex digits)")
+    ok = bool(HEX64_RE.fullmatch(text))
+    _require(ok, where, f"{text[:80]!r} is not a sha256 (64 hex digits)")
 
 
 def source_name(name: str, where: str) -> None:
     _require(
-        bool(NAME_RE.match(name)),
+        bool(NAME_RE.fullmatch(name)),
         where,
         f"{name[:80]!r} is not a source name (1-64 letters, digits, '_', '-' or '.', starting"
         " with a letter or digit): it names a folder",
@@ -78,7 +80,7 @@ def source_name(name: str, where: str) -> None:
 
 def shard_file(name: str, where: str) -> None:
     _require(
-        bool(SHARD_FILE_RE.match(name)),
+        bool(SHARD_FILE_RE.fullmatch(name)),
         where,
         f"{name[:80]!r} is not a shard file name (shard.NNNNN.mds.zstd, in its split's folder)",
     )
@@ -165,7 +167,7 @@ def _take(t, where: str) -> None:
 
 def _skipped(skipped: dict[str, int], where: str) -> None:
     for reason, n in skipped.items():
-        _require(bool(REASON_RE.match(reason)), where, f"{reason[:40]!r} is not a skip reason")
+        _require(bool(REASON_RE.fullmatch(reason)), where, f"{reason[:40]!r} is not a skip reason")
         count(n, f"{where}.{reason}")
 
 

@@ -24,7 +24,7 @@ TXT_MODES = ("file", "line", "paragraph")
 TIKTOKEN_PATTERNS = ("llama3", "qwen")
 DEFAULT_SHARD_SIZE = 1 << 26  # 64 MiB of uncompressed blocks per MDS shard
 DEFAULT_MAX_DOCUMENT = 1 << 26  # a longer JSON record or text line is skipped (too_long)
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: `$` allows "a\n"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,7 +226,7 @@ def _validation(k: Keys) -> ValidationSpec:
 def _source(
     k: Keys, name: str, base: Path, default_val: ValidationSpec, max_doc: int
 ) -> SourceSpec:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise RecipeError(
             f"{k.origin}: sources.{name}: a source name must be 1-64 letters, digits, '_', '-'"
             " or '.', starting with a letter or digit (it names a folder of the output)"

@@ -100,7 +100,7 @@ class SplitStore:
         budget: CacheLimit | None = None,
         vocab_size: int | None = None,
     ):
-        if not NAME_RE.match(source) or split not in SPLITS:  # checked on load: a second guard
+        if not NAME_RE.fullmatch(source) or split not in SPLITS:  # checked on load: a second guard
             raise UnsafeBuildError(f"{source!r}/{split!r}: not a source and a split; refused")
         self.root, self.source, self.split = str(root), source, split
         self.rel = f"sources/{source}/{split}"
