@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mixer.errors import RecipeError
 from mixer.recipe.inputs import HFSpec, parse_files, parse_hf
+from mixer.recipe.keys import Keys, given, load_yaml
 from mixer.recipe.mixture import MixtureSpec, check_weights, parse_mixture, positive
 from mixer.recipe.take import TakeSpec, check_take, parse_take
-from mixer.recipe.keys import Keys, given, load_yaml
-from mixer.errors import RecipeError
 
 TXT_MODES = ("file", "line", "paragraph")
 TIKTOKEN_PATTERNS = ("llama3", "qwen")
