@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixer.errors import OutputError, UnsafeBuildError
+from mixer.artifacts.buildfile import read_checked
+from mixer.errors import MixerError, OutputError, UnsafeBuildError
 from mixer.identity import digest
 from mixer.typed import FieldError, from_json, to_json
 
@@ -267,12 +268,15 @@ def load_record(path: Path, where, what: str, version: int, missing: str) -> dic
 
 
 def read_record(path: Path):
-    """The JSON of manifest.json or plan.json, refused unread beyond MAX_RECORD_BYTES."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > MAX_RECORD_BYTES:
-            raise ValueError(f"{size:,} bytes, more than a build's {MAX_RECORD_BYTES:,}")
-        return json.loads(f.read().decode("utf-8"))
+    """The JSON of manifest.json or plan.json: a regular file in its build's folder (no link
+    out of it, no FIFO or device: `mixer.artifacts.buildfile`), refused unread beyond
+    MAX_RECORD_BYTES."""
+    path = Path(path)
+    try:
+        data = read_checked(path, path.parent, f"the build's {path.name}", limit=MAX_RECORD_BYTES)
+    except MixerError as e:
+        raise ValueError(str(e).removeprefix(f"{path}: ")) from None
+    return json.loads(data.decode("utf-8"))
 
 
 def refused(path, e: FieldError, what: str, fix: str = "") -> OutputError:

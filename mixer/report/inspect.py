@@ -7,11 +7,10 @@ import os
 from rich.console import Console
 from rich.markup import escape
 
-from mixer.artifacts.fetch import fetch
 from mixer.artifacts.manifest import Manifest
-from mixer.errors import OutputError, UsageError
-from mixer.identity import sha256_file
+from mixer.errors import UsageError
 from mixer.plan import Plan
+from mixer.report.build_tokenizer import build_tokenizer
 from mixer.serve.cache import SplitStore, cache_root
 
 
@@ -42,7 +41,7 @@ def describe_block(
         vocab_size=manifest.tokenizer.vocab_size,
     )
     block = store.block(index)
-    tok = _tokenizer(manifest, cache)
+    tok = build_tokenizer(manifest, cache)
     cuts = [0, *[int(s) for s in block.starts if s > 0], manifest.seq_len]
     starts = {int(s) for s in block.starts}
     pieces = []
@@ -104,19 +103,3 @@ def render(info: dict, console: Console) -> None:
         console.rule(f"{what} · tokens {p['first']}-{p['last']}", style="cyan")
         console.print(escape(p["text"]), highlight=False, markup=True)
 
-
-def _tokenizer(manifest: Manifest, cache):
-    """The build's tokenizer.json, checked against the manifest before it is parsed."""
-    from tokenizers import Tokenizer
-
-    name = "tokenizer.json"
-    want = manifest.tokenizer.files.get(name)
-    path = fetch(manifest.location, f"tokenizer/{name}", cache / name, within=cache)
-    if want is None or sha256_file(path) != want:
-        if path.is_relative_to(cache):
-            path.unlink(missing_ok=True)
-        raise OutputError(
-            f"{path}: tokenizer file does not match the manifest (sha256 differs or not"
-            " listed); rebuild the output or restore the file"
-        )
-    return Tokenizer.from_file(str(path))

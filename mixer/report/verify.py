@@ -6,11 +6,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from mixer.artifacts.buildfile import sha256_checked
 from mixer.artifacts.fetch import inside
 from mixer.artifacts.manifest import SPLITS, Manifest
 from mixer.artifacts.shards import bad_starts, index_problems, read_shard_file
 from mixer.errors import MixerError, OutputError
-from mixer.identity import sha256_file
 
 
 def check_files(manifest: Manifest) -> None:
@@ -60,14 +60,21 @@ def _tokenizer_problems(manifest: Manifest) -> Iterator[str]:
             yield f"{path}: tokenizer file is missing"
         elif problem := _outside(path, manifest):
             yield problem
-        elif sha256_file(path) != digest:
-            yield f"{path}: tokenizer file was altered (sha256 differs from the manifest)"
+        else:
+            try:
+                same = sha256_checked(path, manifest.root, "a tokenizer file") == digest
+            except OutputError as e:
+                yield str(e)
+                continue
+            if not same:
+                yield f"{path}: tokenizer file was altered (sha256 differs from the manifest)"
 
 
 def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> list[str]:
     rec = manifest.split(name, split)
     folder = manifest.split_dir(name, split)
-    problems = index_problems(folder / "index.json", rec, manifest.seq_len, manifest.dtype)
+    index = folder / "index.json"
+    problems = index_problems(index, rec, manifest.seq_len, manifest.dtype, manifest.root)
     listed = {s.file for s in rec.shards} | {"index.json"}
     if folder.is_dir():
         problems += [
@@ -82,12 +89,16 @@ def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> 
         if problem := _outside(path, manifest):
             problems.append(problem)
             continue
-        if sha256_file(path) != shard.sha256:
-            problems.append(f"{path}: sha256 differs from the manifest (corrupted or altered)")
-            continue
         try:
+            if sha256_checked(path, manifest.root, "a shard") != shard.sha256:
+                problems.append(f"{path}: sha256 differs from the manifest (corrupted or altered)")
+                continue
             reader = read_shard_file(
-                path, seq_len=manifest.seq_len, dtype=manifest.dtype, raw_bytes=shard.raw_bytes
+                path,
+                seq_len=manifest.seq_len,
+                dtype=manifest.dtype,
+                raw_bytes=shard.raw_bytes,
+                root=manifest.root,
             )
         except OutputError as e:
             problems.append(str(e))

@@ -30,14 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer.artifacts.buildfile import sha256_checked
 from mixer.artifacts.checks import NAME_RE
 from mixer.artifacts.fetch import cache_root, fetch, is_remote, local_path
 from mixer.artifacts.manifest import FILENAME as MANIFEST_FILE
-from mixer.artifacts.manifest import SPLITS, Manifest, ShardRecord, SplitRecord
+from mixer.artifacts.manifest import MAX_RECORD_BYTES, SPLITS, Manifest, ShardRecord, SplitRecord
 from mixer.artifacts.planfile import FILENAME as PLAN_FILE
 from mixer.artifacts.shards import Block, ShardReader, bad_starts, read_shard_file
 from mixer.errors import OutputError, UnsafeBuildError, UsageError
-from mixer.identity import sha256_file
 from mixer.serve.cache_limit import CacheLimit, check_room, locked
 from mixer.serve.shardfile import CachedShard, encode, file_size
 
@@ -51,9 +51,9 @@ def open_build(path: str, cache_dir: str | os.PathLike | None = None) -> Manifes
         raise UsageError(f"{path}: not a plain URL of a build folder (an empty, . or .. part)")
     remote = cache_root(cache_dir) / "remote"
     meta = remote.joinpath(*parts)
-    for name in (MANIFEST_FILE, PLAN_FILE):
-        (meta / name).unlink(missing_ok=True)  # always read the small files afresh
-        fetch(path, name, meta / name, within=remote)
+    for name in (MANIFEST_FILE, PLAN_FILE):  # read afresh, renamed over the last copy: never
+        # removed first, so that the other processes opening the build never miss them
+        fetch(path, name, meta / name, within=remote, limit=MAX_RECORD_BYTES, fresh=True)
     return dataclasses.replace(Manifest.load(meta, where=str(path)), location=str(path))
 
 
@@ -139,13 +139,14 @@ class SplitStore:
         exactly its declared size, its layout, blocks and document starts), and parse it."""
         rec = self.shards[sh]
         src = self._fetch(sh)
-        if sha256_file(src) != rec.sha256:
+        root = self.cache if is_remote(self.root) else local_path(self.root)
+        if sha256_checked(src, root, "a shard", size=rec.bytes) != rec.sha256:
             raise OutputError(
                 f"{src}: shard does not match the manifest (sha256 differs): it is corrupted or"
                 " was altered; rebuild the output or restore the file"
             )
         reader = read_shard_file(
-            src, seq_len=self.seq_len, dtype=self.dtype.str, raw_bytes=rec.raw_bytes
+            src, seq_len=self.seq_len, dtype=self.dtype.str, raw_bytes=rec.raw_bytes, root=root
         )
         if len(reader) != rec.samples:
             raise OutputError(f"{src}: {len(reader)} blocks, the manifest says {rec.samples}")

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from mixer.errors import OutputError
 
 MAGIC = b"MIXBLK01"
 HEADER = 64
@@ -82,12 +85,16 @@ class CachedShard:
     @classmethod
     def open(cls, path: Path, *, blocks: int, seq_len: int, dtype: np.dtype) -> CachedShard | None:
         """Map ``path``; None if it is missing or not a complete cache file for this shard."""
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        try:  # a link, FIFO or device in the cache is no cache file: never followed or waited on
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as e:
+            raise OutputError(f"{path}: not a cache file ({e.strerror}); remove it") from None
         try:
             st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OutputError(f"{path}: not a regular file; remove it from the cache")
             if st.st_size < HEADER:
                 return None
             buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)

@@ -1,0 +1,71 @@
+"""One remote object downloaded to a private temporary file, never more than a bound.
+
+mosaicml-streaming's downloaders write a whole object wherever its size: an object larger than
+the manifest declares (or a 10 GB "manifest.json") would take its size on disk before it could
+be refused. For S3 (the usual bucket) the object's size is asked first (HEAD) and the body read
+with a byte range ending one byte past the bound, counted as it comes: refused before and while
+downloading. Other schemes go through streaming's downloaders (their credentials, retries and
+endpoints), and are size-checked once written, before the file is renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import urllib.parse
+from pathlib import Path
+
+from mixer.errors import OutputError
+
+PIECE = 1 << 20
+
+
+class TooLarge(OutputError):
+    """A remote object of more bytes than the bound."""
+
+
+def download(url: str, dest: Path, most: int | None) -> Path:
+    """``url`` written to a new temporary file beside ``dest`` (returned; the caller renames
+    it): at most ``most`` bytes, else TooLarge (the partial file removed)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    try:
+        if url.startswith("s3://") and most is not None:
+            _s3(url, tmp, most)
+        else:
+            from streaming.base.storage import CloudDownloader
+
+            CloudDownloader.direct_download(url, str(tmp))
+        got = tmp.stat().st_size
+        if most is not None and got > most:
+            raise TooLarge(f"{url}: {got:,} bytes, more than the {most:,} expected")
+    except OutputError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as e:  # noqa: BLE001 (each storage backend raises its own types)
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{url}: cannot download ({type(e).__name__}: {e})") from None
+    return tmp
+
+
+def _s3(url: str, tmp: Path, most: int) -> None:
+    """A bounded S3 download, through the client streaming's S3Downloader makes (its
+    credentials, endpoint ($S3_ENDPOINT_URL) and retries)."""
+    from streaming.base.storage.download import S3Downloader
+
+    loader = S3Downloader()
+    loader._create_s3_client()  # noqa: SLF001 (its client, so its settings)
+    client = loader._s3_client  # noqa: SLF001
+    obj = urllib.parse.urlparse(url)
+    bucket, key = obj.netloc, obj.path.lstrip("/")
+    size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    if size > most:
+        raise TooLarge(f"{url}: {size:,} bytes, more than the {most:,} expected; not downloaded")
+    body = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{most}")["Body"]
+    got = 0
+    with open(tmp, "xb") as f:
+        while piece := body.read(PIECE):
+            got += len(piece)
+            if got > most:  # grown since the HEAD: stop at once
+                raise TooLarge(f"{url}: more than the {most:,} bytes expected; refused")
+            f.write(piece)
