@@ -34,3 +34,20 @@ def build_tokenizer(manifest: Manifest, cache: Path):
         return Tokenizer.from_str(data.decode("utf-8"))  # the very bytes checked
     except Exception as e:  # noqa: BLE001 (tokenizers raises its own types, panics included)
         raise OutputError(f"{path}: not a tokenizer file ({type(e).__name__})") from None
+
+
+def decode(tok, ids: list[int], where: str) -> str:
+    """``ids`` as text; a tokenizer that fails or panics on them (tokenizers' Rust panics
+    arrive as pyo3's PanicException, a BaseException) is a one-line OutputError."""
+    try:
+        return tok.decode(ids, skip_special_tokens=False)
+    except Exception as e:  # noqa: BLE001 (tokenizers raises its own types)
+        problem = f"{type(e).__name__}: {str(e)[:200]}"
+    except BaseException as e:
+        if type(e).__name__ != "PanicException":
+            raise
+        problem = f"it panicked: {str(e)[:200]}"
+    raise OutputError(
+        f"{where}: the build's tokenizer cannot decode its ids ({problem}); the tokenizer"
+        " file is not one these ids were made with"
+    )

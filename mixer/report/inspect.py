@@ -10,7 +10,8 @@ from rich.markup import escape
 from mixer.artifacts.manifest import Manifest
 from mixer.errors import UsageError
 from mixer.plan import Plan
-from mixer.report.build_tokenizer import build_tokenizer
+from mixer.report.build_tokenizer import build_tokenizer, decode
+from mixer.report.printable import printable
 from mixer.serve.cache import SplitStore, cache_root
 
 
@@ -47,7 +48,7 @@ def describe_block(
     pieces = []
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         ids = [int(t) for t in block.input_ids[a:b]]
-        text = tok.decode(ids, skip_special_tokens=False)
+        text = decode(tok, ids, f"{manifest.location}: {source}/{split} block {index:,}")
         pieces.append({"first": a, "last": b - 1, "starts": a in starts, "text": text})
     return {
         "source": source,
@@ -101,5 +102,4 @@ def render(info: dict, console: Console) -> None:
     for p in info["pieces"]:
         what = "document starts" if p["starts"] else "continues a document"
         console.rule(f"{what} · tokens {p['first']}-{p['last']}", style="cyan")
-        console.print(escape(p["text"]), highlight=False, markup=True)
-
+        console.print(escape(printable(p["text"])), highlight=False, markup=True)
