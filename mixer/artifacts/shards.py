@@ -198,18 +198,39 @@ class ShardReader:
         return Block(ids, starts)
 
     def all_ids(self) -> np.ndarray:
-        """``[num_samples, seq_len]`` token ids of every block."""
-        out = np.empty((self.num_samples, self.seq_len), self.dtype)
-        for i in range(self.num_samples):  # once per shard: fine in Python
-            out[i] = self.block(i).input_ids
-        return out
+        """``[num_samples, seq_len]`` token ids of every block: one masked copy per group of
+        blocks (`_pieces`), never a Python step per block (a shard may hold millions)."""
+        nbytes = self.seq_len * self.dtype.itemsize
+        first = self.offsets[:-1] + 4
+        ids = self._pieces(first, first + nbytes)
+        return ids.view(self.dtype).reshape(self.num_samples, self.seq_len)
 
     def all_starts(self) -> tuple[np.ndarray, np.ndarray]:
         """(block, offset) of every document start, as two int64 arrays."""
-        starts = [self.block(i).starts for i in range(self.num_samples)]
-        rows = np.repeat(np.arange(self.num_samples), [s.size for s in starts])
-        cols = np.concatenate(starts).astype(np.int64) if starts else np.empty(0, np.int64)
-        return rows.astype(np.int64), cols
+        first = self.offsets[:-1] + 4 + self.seq_len * self.dtype.itemsize
+        data = self._pieces(first, self.offsets[1:])
+        counts = (self.offsets[1:] - first) // 4
+        rows = np.repeat(np.arange(self.num_samples, dtype=np.int64), counts)
+        return rows, data.view(np.uint32).astype(np.int64)
+
+    def _pieces(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """The bytes ``[lo[i], hi[i])`` of every block ``i`` (inside the block, in order; each
+        ``lo`` distinct, each ``hi`` distinct), concatenated: a mask made of +1 at ``lo``, -1 at
+        ``hi`` and a cumulative sum, then one boolean-index copy, per group of blocks spanning
+        ~16 MiB (the mask's memory)."""
+        out = np.empty(int((hi - lo).sum()), np.uint8)
+        at, i, n = 0, 0, self.num_samples
+        while i < n:
+            base = int(self.offsets[i])
+            j = int(np.searchsorted(self.offsets, base + (1 << 24), "right")) - 1
+            j = min(max(j, i + 1), n)
+            marks = np.zeros(int(self.offsets[j]) - base + 1, np.int8)
+            marks[lo[i:j] - base] += 1  # two statements: an empty piece (lo == hi) cancels
+            marks[hi[i:j] - base] -= 1
+            piece = self.buf[base : int(self.offsets[j])][np.cumsum(marks[:-1], dtype=np.int8) > 0]
+            out[at : at + piece.size] = piece
+            at, i = at + piece.size, j
+        return out
 
 
 def bad_starts(rows: np.ndarray, cols: np.ndarray, seq_len: int) -> int | None:

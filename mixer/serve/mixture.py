@@ -16,13 +16,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mixer.artifacts.planfile import load_plan, val_plan
 from mixer.errors import StateError, UsageError
 from mixer.serve import state
-from mixer.serve.buffers import Buffers
+from mixer.serve.buffers import Buffers, chunk_samples
 from mixer.serve.cache import SplitStore, cache_root, check_limit, open_build
 from mixer.serve.cache_limit import CacheLimit, parse_limit
 from mixer.serve.positions import positions_of_starts
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
-CHUNK_SAMPLES = 256  # samples gathered at once (8 MiB of int64 at 2048 tokens)
+CHUNK_SAMPLES = 256  # samples gathered at once, at most: fewer for long samples (chunk_samples)
 
 
 class StreamingMixture(IterableDataset):
@@ -200,8 +200,8 @@ class StreamingMixture(IterableDataset):
         for w in range(0, len(mine), per_window):
             batches = np.asarray(mine[w : w + per_window], np.int64)
             src, ks, index = self._locate(sl, batches)
-            for a in range(0, index.size, CHUNK_SAMPLES):
-                b = a + CHUNK_SAMPLES
+            for a in range(0, index.size, step := chunk_samples(self.seq_len, CHUNK_SAMPLES)):
+                b = a + step
                 for sample in self._samples(src[a:b], ks[a:b], index[a:b]):
                     self._yielded += 1  # before the yield: a sample is consumed once handed out
                     yield sample
