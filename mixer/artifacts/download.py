@@ -48,14 +48,24 @@ def download(url: str, dest: Path, most: int | None) -> Path:
     return tmp
 
 
+_CLIENTS: dict[int, object] = {}  # per process (a client is not shared across a fork)
+
+
+def _s3_client():
+    """The client streaming's S3Downloader makes (made once per process: ~0.1 s each)."""
+    if os.getpid() not in _CLIENTS:
+        from streaming.base.storage.download import S3Downloader
+
+        loader = S3Downloader()
+        loader._create_s3_client()  # noqa: SLF001 (its client, so its settings)
+        _CLIENTS[os.getpid()] = loader._s3_client  # noqa: SLF001
+    return _CLIENTS[os.getpid()]
+
+
 def _s3(url: str, tmp: Path, most: int) -> None:
     """A bounded S3 download, through the client streaming's S3Downloader makes (its
     credentials, endpoint ($S3_ENDPOINT_URL) and retries)."""
-    from streaming.base.storage.download import S3Downloader
-
-    loader = S3Downloader()
-    loader._create_s3_client()  # noqa: SLF001 (its client, so its settings)
-    client = loader._s3_client  # noqa: SLF001
+    client = _s3_client()
     obj = urllib.parse.urlparse(url)
     bucket, key = obj.netloc, obj.path.lstrip("/")
     size = client.head_object(Bucket=bucket, Key=key)["ContentLength"]
