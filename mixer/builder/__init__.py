@@ -100,7 +100,10 @@ def build(
     decisions = _decide(recipe, reuse.previous(Path(recipe.output)), ident, takes)
     todo = [s for s in recipe.sources if decisions[s.name].linked is None]
     tok = None
-    if todo or any(m.tokenizer.identity != ident for m, _ in _linked(decisions)):
+    # a `from:` build's recorded identity is not trusted: the recipe's tokenizer is loaded and
+    # its fingerprint compared with the one recomputed from that build's files (reuse.reference)
+    foreign = any(s.reuse for s in recipe.sources)
+    if todo or foreign or any(m.tokenizer.identity != ident for m, _ in _linked(decisions)):
         tok = open_tokenizer(recipe.tokenizer)
     for s in recipe.sources:
         if s.reuse:

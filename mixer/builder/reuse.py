@@ -116,9 +116,23 @@ def reference(recipe: Recipe, spec: SourceSpec) -> tuple[Manifest, str]:
     try:  # before any work: linked again, and checked again, when the build publishes
         for split in ("train", "val"):
             linkable(m, name, split)
+        check_tokenizer_files(m)
     except OutputError as e:
         raise RecipeError(f"{recipe.path}: sources.{spec.name}.from: {e}") from None
     return m, name
+
+
+def check_tokenizer_files(m: Manifest) -> None:
+    """A linked build's tokenizer fingerprint recomputed from its tokenizer.json (the sha256
+    of the JSON its blocks were made with): its recorded fingerprint and identity are fields
+    anyone can write, its files are what it carries into this output."""
+    path = m.root / "tokenizer" / "tokenizer.json"
+    data = read_checked(path, m.root, "a tokenizer file", limit=MAX_RECORD_BYTES)
+    if hashlib.sha256(data).hexdigest() != m.tokenizer.fingerprint:
+        raise OutputError(
+            f"{path}: does not match the manifest's tokenizer fingerprint (altered, or the"
+            " manifest was written for another tokenizer); refused, rebuild that build"
+        )
 
 
 def check_compatible(recipe: Recipe, spec: SourceSpec, other: Manifest, tok) -> None:
