@@ -27,7 +27,9 @@ class TooLarge(OutputError):
 def download(url: str, dest: Path, most: int | None) -> Path:
     """``url`` written to a new temporary file beside ``dest`` (returned; the caller renames
     it): at most ``most`` bytes, else TooLarge (the partial file removed)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    from mixer.artifacts.fetch import private_dir  # fetch imports this module
+
+    private_dir(dest.parent)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     try:
         if url.startswith("s3://") and most is not None:

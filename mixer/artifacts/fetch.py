@@ -9,6 +9,7 @@ credentials, retries, endpoints), imported only here and only when a build is re
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -20,6 +21,20 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """mixer's cache: ``cache_dir``, $MIXER_CACHE or ~/.cache/mixer. Fetched and unpacked
     shards go to a folder per build; converted tiktoken vocabularies to ``tokenizers/``."""
     return Path(cache_dir or os.environ.get("MIXER_CACHE") or Path.home() / ".cache" / "mixer")
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` and its missing parents created private to the user (0700, as ssh's and most
+    caches' folders): what other users of the machine could read or swap is not served."""
+    missing = []
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for p in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+            os.mkdir(p, 0o700)
+    return Path(path)
 
 
 def is_remote(root: str) -> bool:

@@ -38,14 +38,14 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
         manifest = Manifest.load(root)
     except OutputError as e:
         return [str(e)], {}
+    totals = {"shards": 0, "blocks": 0, "manifest": manifest.fingerprint}
     try:
         from mixer.artifacts.planfile import load_plan
 
-        load_plan(manifest)
+        totals["plan"] = load_plan(manifest).fingerprint  # to pin: StreamingMixture(expect=)
     except MixerError as e:
         problems.append(str(e))
     problems += _tokenizer_problems(manifest)
-    totals = {"shards": 0, "blocks": 0}
     for name in manifest.source_names:
         for split in SPLITS:
             problems += _split_problems(manifest, name, split, totals)

@@ -32,7 +32,7 @@ import numpy as np
 
 from mixer.artifacts.buildfile import sha256_checked
 from mixer.artifacts.checks import NAME_RE
-from mixer.artifacts.fetch import cache_root, fetch, is_remote, local_path
+from mixer.artifacts.fetch import cache_root, fetch, is_remote, local_path, private_dir
 from mixer.artifacts.manifest import FILENAME as MANIFEST_FILE
 from mixer.artifacts.manifest import MAX_RECORD_BYTES, SPLITS, Manifest, ShardRecord, SplitRecord
 from mixer.artifacts.planfile import FILENAME as PLAN_FILE
@@ -196,19 +196,20 @@ class SplitStore:
     def _open(self, sh: int) -> CachedShard | None:
         return self._open_file(self.shard_path(sh), sh)
 
-    def _open_file(self, path: Path, sh: int) -> CachedShard | None:
+    def _open_file(self, path: Path, sh: int, check: bool = True) -> CachedShard | None:
         return CachedShard.open(
             path,
             blocks=self.shards[sh].samples,
             seq_len=self.seq_len,
             dtype=self.dtype,
+            check=check,
         )
 
     def _map(self, sh: int) -> CachedShard:
         """Map shard ``sh``'s cache file, filling it first if no process has yet."""
         m = self._open(sh)
         if m is None:
-            self.cache.mkdir(parents=True, exist_ok=True)
+            private_dir(self.cache)
             with locked(self.lock_path(sh)):  # one filler per shard
                 m = self._open(sh)
                 if m is None:
@@ -244,7 +245,8 @@ class SplitStore:
                     f.write(piece)
                 f.flush()
                 os.fsync(f.fileno())
-            m = self._open_file(Path(tmp), sh)  # mapped before it is visible: never evicted first
+            m = self._open_file(Path(tmp), sh, check=False)  # just written; mapped before it is
+            # visible: never evicted first
             os.replace(tmp, path)
         except OSError as e:
             Path(tmp).unlink(missing_ok=True)

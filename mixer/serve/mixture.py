@@ -19,6 +19,7 @@ from mixer.serve import state
 from mixer.serve.buffers import Buffers, chunk_samples
 from mixer.serve.cache import SplitStore, cache_root, check_limit, open_build
 from mixer.serve.cache_limit import CacheLimit, parse_limit
+from mixer.serve.pin import check_expected
 from mixer.serve.positions import positions_of_starts
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
@@ -45,6 +46,7 @@ class StreamingMixture(IterableDataset):
             ~/.cache/mixer, in a folder named after the manifest.
         cache_limit: the most bytes the cache folder may hold (``"20GiB"`` or an int; default
             $MIXER_CACHE_LIMIT, else no limit): least recently used shards are evicted.
+        expect: the plan fingerprint `mixer verify` printed: any other plan is refused.
 
     Each sample is ``{"input_ids", "position_ids", "source", "index"}``: int64 arrays of
     seq_len tokens, position ids restarting at 0 at each document start, the source's name and
@@ -66,6 +68,7 @@ class StreamingMixture(IterableDataset):
         cache_dir: str | os.PathLike | None = None,
         cache_limit: int | str | None = None,
         position_ids: bool = True,
+        expect: str | None = None,
     ):
         super().__init__()
         self.path = str(path)
@@ -77,6 +80,7 @@ class StreamingMixture(IterableDataset):
         self.rank, self.world_size = _rank_world(rank, world_size)
         self.manifest = open_build(self.path, cache_dir)
         plan = load_plan(self.manifest) if split == "train" else val_plan(self.manifest)
+        check_expected(expect, self.manifest, plan if split == "train" else None)
         self.plan = plan.restrict(source) if source else plan
         self.cache_limit = parse_limit(cache_limit)
         check_limit(self.cache_limit, self.manifest, split, [p.name for p in self.plan.sources])
