@@ -124,9 +124,20 @@ def run(procs: int, workers: int, seconds: float, work: Path) -> dict:
     ]
     for p in ranks:
         p.start()
-    results = sorted(q.get(timeout=seconds + 600) for _ in ranks)
+    results, deadline = [], time.monotonic() + seconds + 1800  # startup: 16 x torch imports
+    while len(results) < procs and time.monotonic() < deadline:
+        try:
+            results.append(q.get(timeout=10))
+        except Exception:  # noqa: BLE001 (queue.Empty: look for ranks that died)
+            if not any(p.is_alive() for p in ranks):
+                break
     for p in ranks:
-        p.join()
+        p.join(timeout=60)
+        if p.is_alive():
+            p.kill()
+    lost = sorted(set(range(procs)) - {r[0] for r in results})
+    results += [(r, 0, 0, 1, f"no report (exit code {ranks[r].exitcode})") for r in lost]
+    results.sort()
     server.stop()
     return {
         "ranks": results,
