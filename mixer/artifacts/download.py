@@ -50,18 +50,19 @@ def download(url: str, dest: Path, most: int | None) -> Path:
     return tmp
 
 
-_CLIENTS: dict[int, object] = {}  # per process (a client is not shared across a fork)
+_CLIENTS: dict[tuple, object] = {}  # per process and endpoint (not shared across a fork)
 
 
 def _s3_client():
     """The client streaming's S3Downloader makes (made once per process: ~0.1 s each)."""
-    if os.getpid() not in _CLIENTS:
+    key = (os.getpid(), os.environ.get("S3_ENDPOINT_URL"))
+    if key not in _CLIENTS:
         from streaming.base.storage.download import S3Downloader
 
         loader = S3Downloader()
         loader._create_s3_client()  # noqa: SLF001 (its client, so its settings)
-        _CLIENTS[os.getpid()] = loader._s3_client  # noqa: SLF001
-    return _CLIENTS[os.getpid()]
+        _CLIENTS[key] = loader._s3_client  # noqa: SLF001
+    return _CLIENTS[key]
 
 
 def _s3(url: str, tmp: Path, most: int) -> None:
