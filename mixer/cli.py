@@ -264,6 +264,8 @@ def verify(output: str) -> None:
         click.echo(f"{output}: {len(problems)} problem(s)", err=True)
         sys.exit(1)
     click.echo(f"{output}: ok ({totals['shards']} shards, {totals['blocks']:,} blocks verified)")
+    click.echo(f"manifest fingerprint: {totals['manifest']}")
+    click.echo(f"plan fingerprint: {totals['plan']} (pin it: StreamingMixture(..., expect=...))")
 
 
 def _steering() -> None:

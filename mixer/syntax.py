@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 #: A source name: 1-64 letters, digits, "_", "-" or ".", starting with a letter or digit.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # use fullmatch: `$` accepts "a\n"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?|b)?\s*$", re.I)
 
 

@@ -12,9 +12,11 @@ The bounds, and why:
 - a source name is a folder: the recipe's rule (1-64 letters, digits, ``_ - .``, starting with
   a letter or digit); a shard file is named as the writer names it (``shard.00012.mds.zstd``);
   a tokenizer file is one printable path component that does not start with ``.``;
-- ``seq_len`` 2 .. 2^24 tokens (a uint32 block of 64 MiB); ``dtype`` uint16 or uint32, uint16
-  only for a vocabulary of at most 65,536 ids, every special id inside the vocabulary;
-- a shard's ``raw_bytes`` is below 2^32 (MDS offsets are uint32) and exactly what its
+- ``seq_len`` 2 .. 2^20 tokens (a served sample of ids and positions: 16 MiB); ``dtype``
+  uint16 or uint32, uint16 only for a vocabulary of at most 65,536 ids, every special id
+  inside the vocabulary;
+- a shard's ``raw_bytes`` is at most 512 MiB (a shard is unpacked in memory once, when first
+  served: so a reader's memory is bounded whatever the build declares) and exactly what its
   ``samples`` of ``seq_len`` tokens can take: 8 + n (8 + L s) bytes plus the shard's config
   (< 64 KiB) plus 4 bytes per document start (at most L per block); its ``bytes`` at most zstd's
   bound for that; the blocks of a split are the sum of its shards' samples and its tokens add
@@ -32,13 +34,14 @@ from mixer.typed import FieldError
 
 ORIGINS_FILE = "origins.bin"  # a split's provenance table (`mixer.artifacts.origins`)
 
-SHARD_FILE_RE = re.compile(r"^shard\.[0-9]{5,9}\.mds\.zstd$")  # ShardWriter's names
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")  # a sha256 (hex), as every fingerprint and hash
-REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # a skip reason (mixer.builder.readers.REASONS)
+# Matched with fullmatch, never match and `$` (which matches before a trailing newline: "a\n")
+SHARD_FILE_RE = re.compile(r"shard\.[0-9]{5,9}\.mds\.zstd")  # ShardWriter's names
+HEX64_RE = re.compile(r"[0-9a-f]{64}")  # a sha256 (hex), as every fingerprint and hash
+REASON_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")  # a skip reason (mixer.builder.readers.REASONS)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # would reach a terminal through a report
 
-MAX_SEQ_LEN = 1 << 24
-MAX_SHARD_BYTES = (1 << 32) - 1
+MAX_SEQ_LEN = 1 << 20  # a served sample: 16 MiB (ids and positions, int64); the recipe's bound
+MAX_SHARD_BYTES = 1 << 29  # unpacked in memory when first served (~2x); the recipe's bound
 MAX_CONFIG_BYTES = 1 << 16  # an MDS shard's config (mixer writes about 250 bytes)
 MAX_COUNT = 1 << 53
 MAX_HIST_BINS = 64
@@ -66,12 +69,13 @@ def printable(text: str, where: str, limit: int = 4096) -> None:
 
 
 def hex64(text: str, where: str) -> None:
-    _require(bool(HEX64_RE.match(text)), where, f"{text[:80]!r} is not a sha256 (64 hex digits)")
+    ok = bool(HEX64_RE.fullmatch(text))
+    _require(ok, where, f"{text[:80]!r} is not a sha256 (64 hex digits)")
 
 
 def source_name(name: str, where: str) -> None:
     _require(
-        bool(NAME_RE.match(name)),
+        bool(NAME_RE.fullmatch(name)),
         where,
         f"{name[:80]!r} is not a source name (1-64 letters, digits, '_', '-' or '.', starting"
         " with a letter or digit): it names a folder",
@@ -80,7 +84,7 @@ def source_name(name: str, where: str) -> None:
 
 def shard_file(name: str, where: str) -> None:
     _require(
-        bool(SHARD_FILE_RE.match(name)),
+        bool(SHARD_FILE_RE.fullmatch(name)),
         where,
         f"{name[:80]!r} is not a shard file name (shard.NNNNN.mds.zstd, in its split's folder)",
     )
@@ -167,7 +171,7 @@ def _take(t, where: str) -> None:
 
 def _skipped(skipped: dict[str, int], where: str) -> None:
     for reason, n in skipped.items():
-        _require(bool(REASON_RE.match(reason)), where, f"{reason[:40]!r} is not a skip reason")
+        _require(bool(REASON_RE.fullmatch(reason)), where, f"{reason[:40]!r} is not a skip reason")
         count(n, f"{where}.{reason}")
 
 

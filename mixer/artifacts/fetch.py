@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mixer.artifacts.download import download, private_dir  # noqa: F401 (re-exported)
 from mixer.errors import OutputError, UnsafeBuildError
 
 
@@ -51,11 +52,22 @@ def _relative(rel: str) -> str:
     return rel
 
 
-def fetch(root: str, rel: str, dest: Path, *, within: Path, size: int | None = None) -> Path:
+def fetch(
+    root: str,
+    rel: str,
+    dest: Path,
+    *,
+    within: Path,
+    size: int | None = None,
+    limit: int | None = None,
+    fresh: bool = False,
+) -> Path:
     """``root/rel`` as a local file: the file itself if local (it must resolve inside the
-    build), else downloaded once to ``dest`` (inside ``within``, the cache) with
-    mosaicml-streaming's downloaders (its credentials, retries and endpoints). ``size``: the
-    bytes the manifest declares, checked before the file is used."""
+    build), else downloaded to ``dest`` (inside ``within``, the cache) once, or again if
+    ``fresh``. ``size``: the bytes the manifest declares; ``limit``: the most a file of its kind
+    may take. A download is bounded by them before and while it runs (`mixer.artifacts.download`)
+    and lands under a private name, renamed over ``dest`` once checked: any number of processes
+    may fetch the same file at once, and none sees it missing or partial."""
     _relative(rel)
     if not is_remote(root):
         base = local_path(root)
@@ -65,28 +77,21 @@ def fetch(root: str, rel: str, dest: Path, *, within: Path, size: int | None = N
         inside(path, base, "a file of the build")
         return path
     inside(dest, within, "a download")
-    if not dest.exists():
-        _download(root, rel, dest)
-    got = dest.stat().st_size
-    if size is not None and got != size:
-        dest.unlink(missing_ok=True)
-        raise OutputError(
-            f"{str(root).rstrip('/')}/{rel}: {got:,} bytes, the manifest says {size:,}: it was"
-            " altered or is still being uploaded"
-        )
+    url = f"{str(root).rstrip('/')}/{rel}"
+    if fresh or not dest.exists():
+        tmp = download(url, dest, size if size is not None else limit)
+        _check_size(url, tmp, size)
+        os.replace(tmp, dest)
+    else:
+        _check_size(url, dest, size)
     return dest
 
 
-def _download(root: str, rel: str, dest: Path) -> None:
-    # The downloader writes the whole object: its size is checked after (a remote object
-    # larger than declared takes its size on disk until then; see README, untrusted builds).
-    from streaming.base.storage import CloudDownloader
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    try:
-        CloudDownloader.direct_download(f"{str(root).rstrip('/')}/{rel}", str(tmp))
-    except Exception as e:  # noqa: BLE001 (each storage backend raises its own types)
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{root}/{rel}: cannot download ({type(e).__name__}: {e})") from None
-    os.replace(tmp, dest)
+def _check_size(url: str, path: Path, size: int | None) -> None:
+    got = path.stat().st_size
+    if size is not None and got != size:
+        path.unlink(missing_ok=True)
+        raise OutputError(
+            f"{url}: {got:,} bytes, the manifest says {size:,}: it was altered or is still being"
+            " uploaded"
+        )

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mixer.errors import OutputError, UnsafeBuildError
+from mixer.artifacts.buildfile import read_checked
+from mixer.errors import MixerError, OutputError, UnsafeBuildError
 from mixer.identity import digest
 from mixer.typed import FieldError, from_json, to_json
 
@@ -28,9 +29,11 @@ BLOCKS_FORMAT = 1
 FILENAME = "manifest.json"
 SPLITS = ("train", "val")
 _VOLATILE = ("created", "fingerprint")  # not part of the fingerprint
-#: The largest manifest.json or plan.json read (a build of 10^5 input files takes ~25 MiB):
-#: a file someone else wrote is sized before it is parsed.
-MAX_RECORD_BYTES = 256 << 20
+#: The largest manifest.json or plan.json read, and the most JSON values it may hold (a build
+#: of 10^5 input files takes ~25 MiB and ~10^6 values): a file someone else wrote is sized and
+#: counted before it is parsed, in at most ~400 MiB (measured: 4M "ab" strings, 391 MiB).
+MAX_RECORD_BYTES = 64 << 20
+MAX_RECORD_VALUES = 1 << 22
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,12 +280,20 @@ def load_record(path: Path, where, what: str, version: int, missing: str) -> dic
 
 
 def read_record(path: Path):
-    """The JSON of manifest.json or plan.json, refused unread beyond MAX_RECORD_BYTES."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size > MAX_RECORD_BYTES:
-            raise ValueError(f"{size:,} bytes, more than a build's {MAX_RECORD_BYTES:,}")
-        return json.loads(f.read().decode("utf-8"))
+    """The JSON of manifest.json or plan.json: a regular file in its build's folder (no link
+    out of it, no FIFO or device: `mixer.artifacts.buildfile`), refused unread beyond
+    MAX_RECORD_BYTES."""
+    path = Path(path)
+    try:
+        data = read_checked(path, path.parent, f"the build's {path.name}", limit=MAX_RECORD_BYTES)
+    except MixerError as e:
+        raise ValueError(str(e).removeprefix(f"{path}: ")) from None
+    # Every JSON value but the first follows a ',', ':' or '[' (counted in strings too: an
+    # over-count): at most MAX_RECORD_VALUES Python objects (64 MiB of "[]," took 1.6 GB).
+    values = data.count(b",") + data.count(b":") + data.count(b"[") + 1
+    if values > MAX_RECORD_VALUES:
+        raise ValueError(f"more than {MAX_RECORD_VALUES:,} JSON values ({values:,})")
+    return json.loads(data.decode("utf-8"))
 
 
 def refused(path, e: FieldError, what: str, fix: str = "") -> OutputError:

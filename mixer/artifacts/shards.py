@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mixer.artifacts.buildfile import open_checked, read_checked
 from mixer.artifacts.checks import MAX_SHARD_BYTES
 from mixer.artifacts.manifest import ShardRecord
-from mixer.errors import OutputError
+from mixer.errors import MixerError, OutputError
 
 COMPRESSION = "zstd"
 ZSTD_LEVEL = 3  # MDSWriter's level for "zstd"
@@ -204,18 +204,39 @@ class ShardReader:
         return Block(ids, starts)
 
     def all_ids(self) -> np.ndarray:
-        """``[num_samples, seq_len]`` token ids of every block."""
-        out = np.empty((self.num_samples, self.seq_len), self.dtype)
-        for i in range(self.num_samples):  # once per shard: fine in Python
-            out[i] = self.block(i).input_ids
-        return out
+        """``[num_samples, seq_len]`` token ids of every block: one masked copy per group of
+        blocks (`_pieces`), never a Python step per block (a shard may hold millions)."""
+        nbytes = self.seq_len * self.dtype.itemsize
+        first = self.offsets[:-1] + 4
+        ids = self._pieces(first, first + nbytes)
+        return ids.view(self.dtype).reshape(self.num_samples, self.seq_len)
 
     def all_starts(self) -> tuple[np.ndarray, np.ndarray]:
         """(block, offset) of every document start, as two int64 arrays."""
-        starts = [self.block(i).starts for i in range(self.num_samples)]
-        rows = np.repeat(np.arange(self.num_samples), [s.size for s in starts])
-        cols = np.concatenate(starts).astype(np.int64) if starts else np.empty(0, np.int64)
-        return rows.astype(np.int64), cols
+        first = self.offsets[:-1] + 4 + self.seq_len * self.dtype.itemsize
+        data = self._pieces(first, self.offsets[1:])
+        counts = (self.offsets[1:] - first) // 4
+        rows = np.repeat(np.arange(self.num_samples, dtype=np.int64), counts)
+        return rows, data.view(np.uint32).astype(np.int64)
+
+    def _pieces(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """The bytes ``[lo[i], hi[i])`` of every block ``i`` (inside the block, in order; each
+        ``lo`` distinct, each ``hi`` distinct), concatenated: a mask made of +1 at ``lo``, -1 at
+        ``hi`` and a cumulative sum, then one boolean-index copy, per group of blocks spanning
+        ~16 MiB (the mask's memory)."""
+        out = np.empty(int((hi - lo).sum()), np.uint8)
+        at, i, n = 0, 0, self.num_samples
+        while i < n:
+            base = int(self.offsets[i])
+            j = int(np.searchsorted(self.offsets, base + (1 << 24), "right")) - 1
+            j = min(max(j, i + 1), n)
+            marks = np.zeros(int(self.offsets[j]) - base + 1, np.int8)
+            marks[lo[i:j] - base] += 1  # two statements: an empty piece (lo == hi) cancels
+            marks[hi[i:j] - base] -= 1
+            piece = self.buf[base : int(self.offsets[j])][np.cumsum(marks[:-1], dtype=np.int8) > 0]
+            out[at : at + piece.size] = piece
+            at, i = at + piece.size, j
+        return out
 
 
 def bad_starts(rows: np.ndarray, cols: np.ndarray, seq_len: int) -> int | None:
@@ -225,21 +246,29 @@ def bad_starts(rows: np.ndarray, cols: np.ndarray, seq_len: int) -> int | None:
 
 
 def read_shard_file(
-    path: Path, *, seq_len: int, dtype: str, raw_bytes: int | None = None
+    path: Path,
+    *,
+    seq_len: int,
+    dtype: str,
+    raw_bytes: int | None = None,
+    root: Path | None = None,
+    size: int | None = None,
 ) -> ShardReader:
     """Decompress (zstd) and parse one shard file; OutputError naming it if it is damaged.
 
     ``raw_bytes``: the size the manifest declares: the shard must decompress to exactly that,
     and decompression stops one byte past it (a decompression bomb is an error, never an
-    out-of-memory). Without it, the MDS format's limit (4 GiB) bounds it.
+    out-of-memory). Without it, the MDS format's limit (4 GiB) bounds it. The file is a regular
+    file inside ``root`` (default: its folder) of ``size`` bytes if given
+    (`mixer.artifacts.buildfile`).
     """
     import zstandard
 
     limit = MAX_SHARD_BYTES if raw_bytes is None else raw_bytes
     try:
-        with open(path, "rb") as f:
+        with open_checked(path, root or path.parent, "a shard", size=size) as f:
             if path.suffix != ".zstd":
-                raw = f.read(min(limit, os.fstat(f.fileno()).st_size) + 1)
+                raw = f.read(limit + 1)
             else:
                 raw = _decompress(zstandard.ZstdDecompressor().stream_reader(f), limit)
     except FileNotFoundError:
@@ -271,15 +300,15 @@ def _decompress(reader, limit: int) -> memoryview:
             buf.extend(bytes(min(len(buf), limit + 1 - got)))
 
 
-def index_problems(path: Path, rec, seq_len: int, dtype: str) -> list[str]:
+def index_problems(path: Path, rec, seq_len: int, dtype: str, root: Path) -> list[str]:
     """How a split's MDS ``index.json`` (``path``) disagrees with its manifest record ``rec``
     (a `SplitRecord`): the shards it lists, their blocks, sizes and columns. What
-    `StreamingDataset` reads must be what the manifest promises (empty list: it is)."""
+    `StreamingDataset` reads must be what the manifest promises (empty list: it is). It is
+    read as a regular file inside ``root``, the build (`mixer.artifacts.buildfile`)."""
     enc = [columns(seq_len, dtype)[n] for n in sorted(columns(seq_len, dtype))]
     try:
-        if path.stat().st_size > 64 << 20:
-            raise ValueError("larger than 64 MiB")
-        shards = json.loads(path.read_text(encoding="utf-8"))["shards"]
+        text = read_checked(path, root, "an MDS index", limit=64 << 20)
+        shards = json.loads(text.decode("utf-8"))["shards"]
         got = [
             (s["zip_data"]["basename"], s["samples"], s["zip_data"]["bytes"])
             + (s["raw_data"]["bytes"], s["column_encodings"])
@@ -287,6 +316,8 @@ def index_problems(path: Path, rec, seq_len: int, dtype: str) -> list[str]:
         ]
     except FileNotFoundError:
         return [f"{path}: MDS index is missing"]
+    except MixerError as e:
+        return [str(e)]
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         return [f"{path}: not an MDS index ({type(e).__name__}: {str(e)[:100]})"]
     want = [(s.file, s.samples, s.bytes, s.raw_bytes, enc) for s in rec.shards]

@@ -163,7 +163,11 @@ def run_build(
     decisions = decide.decide(recipe, reuse.previous(Path(recipe.output)), ident, takes)
     todo = [s for s in recipe.sources if decisions[s.name].linked is None]
     tok = None
-    if todo or any(m.tokenizer.identity != ident for m, _ in decide.linked(decisions)):
+    # a `from:` build's recorded identity is not trusted: the recipe's tokenizer is loaded and
+    # its fingerprint compared with the one recomputed from that build's files (reuse.reference)
+    foreign = any(s.reuse for s in recipe.sources)
+    linked = decide.linked(decisions)
+    if todo or foreign or any(m.tokenizer.identity != ident for m, _ in linked):
         tok = BuildTokenizer(recipe.tokenizer)
     decide.check_from(recipe, tok.info if tok else None, decisions)
     # a source under a take is planned lazily: only the files it reaches are opened

@@ -5,6 +5,11 @@ same output fails at once), ``.OUT.building/`` (the work in progress; kept after
 rerun reuses finished units), ``.OUT.old/`` (the previous output, for the instant between the
 two renames of a publish). Whatever moment a build is killed at, ``OUT`` is either the previous
 complete output or absent, and the next build restores the previous one if it is absent.
+
+Only folders a build made are ever moved or removed: ``.OUT.building/`` holds the file
+``.mixer-building`` from its creation until just before it is published, and ``.OUT.old/`` the
+file ``.mixer-old``, written into the output just before it is renamed there. A folder at either
+name without its mark (the user's own ``.data.old/``, say) is an error naming it, never touched.
 """
 
 from __future__ import annotations
@@ -18,6 +23,23 @@ from pathlib import Path
 
 from mixer.artifacts.manifest import FILENAME
 from mixer.errors import OutputError
+
+WORK_MARK = ".mixer-building"  # in .OUT.building/: this folder is a build's work
+OLD_MARK = ".mixer-old"  # in .OUT.old/: this folder is a replaced output
+
+
+def _ours(folder: Path, mark: str, empty_ok: bool = False) -> bool:
+    """True if ``folder`` is a build's (holds ``mark``, or is empty if ``empty_ok``); False if
+    absent; else an OutputError naming it: a folder mixer did not make is never touched."""
+    if not os.path.lexists(folder):
+        return False
+    real = folder.is_dir() and not folder.is_symlink()
+    if real and ((folder / mark).is_file() or (empty_ok and not any(folder.iterdir()))):
+        return True
+    raise OutputError(
+        f"{folder}: exists and was not made by a mixer build (no {mark} in it); move it away or"
+        " choose another output (mixer moves and removes only its own folders)"
+    )
 
 
 class BuildDir:
@@ -33,10 +55,17 @@ class BuildDir:
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             self._lock()
-            if not self.out.exists() and self.old.exists():
+            if _ours(self.old, OLD_MARK) and not self.out.exists():
                 os.rename(self.old, self.out)  # a publish was cut between its two renames
-            shutil.rmtree(self.old, ignore_errors=True)
-            self.work.mkdir(exist_ok=True)
+                (self.out / OLD_MARK).unlink()
+            if _ours(self.old, OLD_MARK):
+                shutil.rmtree(self.old)
+            if not _ours(self.work, WORK_MARK, empty_ok=True):
+                self.work.mkdir()
+            (self.work / WORK_MARK).touch()
+        except OutputError:
+            self._unlock()
+            raise
         except OSError as e:
             self._unlock()
             raise write_error(e, self.out.parent) from None
@@ -74,8 +103,10 @@ class BuildDir:
 
     def publish(self) -> None:
         """Make the work the output: everything flushed first, then two renames."""
+        (self.work / WORK_MARK).unlink()
         _fsync_tree(self.work)
         if self.out.exists():
+            (self.out / OLD_MARK).touch()
             os.rename(self.out, self.old)
         os.rename(self.work, self.out)
         _fsync_dir(self.out.parent)

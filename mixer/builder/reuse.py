@@ -9,15 +9,16 @@ reads no input and no shard: it links the shards and re-plans.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixer import identity
+from mixer.artifacts.buildfile import read_checked
 from mixer.artifacts.fetch import inside
-from mixer.artifacts.manifest import BLOCKS_FORMAT, InputFile, Manifest
+from mixer.artifacts.manifest import BLOCKS_FORMAT, MAX_RECORD_BYTES, InputFile, Manifest
 from mixer.artifacts.shards import index_problems
 from mixer.errors import OutputError, RecipeError
 from mixer.identity import digest, sha256_file
@@ -116,9 +117,23 @@ def reference(recipe: Recipe, spec: SourceSpec) -> tuple[Manifest, str]:
     try:  # before any work: linked again, and checked again, when the build publishes
         for split in ("train", "val"):
             linkable(m, name, split)
+        check_tokenizer_files(m)
     except OutputError as e:
         raise RecipeError(f"{recipe.path}: sources.{spec.name}.from: {e}") from None
     return m, name
+
+
+def check_tokenizer_files(m: Manifest) -> None:
+    """A linked build's tokenizer fingerprint recomputed from its tokenizer.json (the sha256
+    of the JSON its blocks were made with): its recorded fingerprint and identity are fields
+    anyone can write, its files are what it carries into this output."""
+    path = m.root / "tokenizer" / "tokenizer.json"
+    data = read_checked(path, m.root, "a tokenizer file", limit=MAX_RECORD_BYTES)
+    if hashlib.sha256(data).hexdigest() != m.tokenizer.fingerprint:
+        raise OutputError(
+            f"{path}: does not match the manifest's tokenizer fingerprint (altered, or the"
+            " manifest was written for another tokenizer); refused, rebuild that build"
+        )
 
 
 def check_compatible(recipe: Recipe, spec: SourceSpec, other: Manifest, tok) -> None:
@@ -167,7 +182,7 @@ def linkable(src: Manifest, name: str, split: str) -> list[Path]:
     rec = src.split(name, split)
     folder = src.split_dir(name, split)
     where = f"{src.root}: sources.{name}.{split}"
-    problems = index_problems(folder / "index.json", rec, src.seq_len, src.dtype)
+    problems = index_problems(folder / "index.json", rec, src.seq_len, src.dtype, src.root)
     if problems:
         raise OutputError(f"{where}: {problems[0]}; rebuild that build")
     sizes = {s.file: s.bytes for s in rec.shards}
@@ -180,10 +195,11 @@ def copy_tokenizer(src: Manifest, dest: Path) -> None:
     """The tokenizer files ``src``'s manifest lists, each checked against its sha256."""
     dest.mkdir()
     for f, sha in src.tokenizer.files.items():
-        path = _own_file(src.root / "tokenizer" / f, src.root, None, f"{src.root}: tokenizer")
-        if identity.sha256_file(path) != sha:  # not this module's sha256_file (inputs)
+        path = src.root / "tokenizer" / f
+        data = read_checked(path, src.root, "a tokenizer file", limit=MAX_RECORD_BYTES)
+        if hashlib.sha256(data).hexdigest() != sha:
             raise OutputError(f"{path}: tokenizer file was altered (sha256 differs); rebuild it")
-        shutil.copyfile(path, dest / f)
+        (dest / f).write_bytes(data)
 
 
 def _own_file(path: Path, root: Path, size: int | None, where: str) -> Path:

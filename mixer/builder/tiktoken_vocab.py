@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixer.artifacts.fetch import private_dir
 from mixer.errors import TokenizerError
 from mixer.identity import digest
 
@@ -180,7 +181,7 @@ def _store(folder: Path, key: str, text: str) -> None:
     """``text`` as ``KEY.SHA256.json``, written whole (a temporary file renamed) or not at all."""
     tmp = folder / f".{key}.{os.getpid()}.tmp"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, folder / f"{key}.{hashlib.sha256(text.encode()).hexdigest()}.json")
     except OSError:

@@ -59,6 +59,7 @@ class _MixerData:
             watch forgetting); default: every source's.
         num_workers: DataLoader workers per rank (the batches are the same for any number).
         cache_dir: where shards are unpacked; default $MIXER_CACHE or ~/.cache/mixer.
+        expect: the plan fingerprint `mixer verify` printed: any other plan is refused.
     """
 
     def __init__(
@@ -67,12 +68,14 @@ class _MixerData:
         val_source: str | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        expect: str | None = None,
     ) -> None:
         super().__init__()
         self.path = str(path)
         self.val_source = val_source
         self.num_workers = num_workers
         self.cache_dir = cache_dir
+        self.expect = expect  # the plan fingerprint `mixer verify` printed
         self.batch_size = 1
         self.max_seq_length: int | None = None
 
@@ -106,6 +109,7 @@ class _MixerData:
             split=split,
             source=source,
             cache_dir=self.cache_dir,
+            expect=self.expect,
             position_ids=False,  # litgpt's GPT takes no position ids
             num_workers=self.num_workers,
             collate_fn=collate_tokens,

@@ -159,6 +159,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (list, dict, set)):  # `? [a, b]`: unhashable, a TypeError later
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"a key must be a name, not a {type(key).__name__}",
+                    key_node.start_mark,
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark

@@ -123,10 +123,17 @@ def parse_recipe(
     top = Keys(data, "", origin)
     name = top.str("name", default=Path(origin).stem)
     seq_len = top.int("seq_len", required=True, minimum=2)
+    if seq_len > 1 << 20:  # mixer.artifacts.checks.MAX_SEQ_LEN: what a reader serves
+        raise top.error(f"must be at most 1,048,576 tokens, got {seq_len:,}", key="seq_len")
     seed = top.int("seed", minimum=0)
     packing = top.choice("packing", ("concat",))
     remainder = top.choice("remainder", ("drop", "pad"))
     shard_size = top.size("shard_size")
+    if shard_size is not None and shard_size > 1 << 29:  # checks.MAX_SHARD_BYTES
+        raise top.error(
+            "must be at most 512MiB (a shard is unpacked in memory when first served)",
+            key="shard_size",
+        )
     max_doc = top.size("max_document_bytes")  # every source's, unless it sets its own
     tok = _tokenizer(top.mapping("tokenizer", required=True), base)
     default_val = _validation(top.mapping("validation"))
@@ -225,7 +232,7 @@ def _validation(k: Keys) -> ValidationSpec:
 def _source(
     k: Keys, name: str, base: Path, default_val: ValidationSpec, max_doc: int
 ) -> SourceSpec:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise RecipeError(
             f"{k.origin}: sources.{name}: a source name must be 1-64 letters, digits, '_', '-'"
             " or '.', starting with a letter or digit (it names a folder of the output)"

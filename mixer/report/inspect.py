@@ -8,11 +8,11 @@ import os
 from rich.console import Console
 from rich.markup import escape
 
-from mixer.artifacts.fetch import fetch
 from mixer.artifacts.manifest import Manifest
 from mixer.errors import OutputError, UsageError
-from mixer.identity import sha256_file
 from mixer.plan import Plan
+from mixer.report.build_tokenizer import build_tokenizer, decode
+from mixer.report.printable import printable
 from mixer.report.provenance import Provenance, sample_block
 from mixer.serve.cache import SplitStore, cache_root
 
@@ -47,13 +47,13 @@ def describe_block(
         vocab_size=manifest.tokenizer.vocab_size,
     )
     block = store.block(index)
-    tok = _tokenizer(manifest, cache)
+    tok = build_tokenizer(manifest, cache)
     cuts = [0, *[int(s) for s in block.starts if s > 0], manifest.seq_len]
     starts = {int(s) for s in block.starts}
     pieces = []
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         ids = [int(t) for t in block.input_ids[a:b]]
-        text = tok.decode(ids, skip_special_tokens=False)
+        text = decode(tok, ids, f"{manifest.location}: {source}/{split} block {index:,}")
         pieces.append({"first": a, "last": b - 1, "starts": a in starts, "text": text})
     note = None
     try:
@@ -125,7 +125,7 @@ def render(info: dict, console: Console) -> None:
         if origin is not None:
             console.print(origin_line(origin), highlight=False, soft_wrap=True)
             text = p["text"] if origin["text"] is None else origin["text"]
-        console.print(escape(_printable(text)), highlight=False, markup=True)
+        console.print(escape(printable(text)), highlight=False, markup=True)
 
 
 def origin_line(o: dict) -> str:
@@ -134,32 +134,5 @@ def origin_line(o: dict) -> str:
     record = "" if o["record"] is None else f" {o['kind']} {o['record']:,}"
     chars = "" if o["chars"] is None else f" · chars {o['chars'][0]:,}-{o['chars'][1]:,}"
     cut = " · cut (continues in another block)" if o["cut"] else ""
-    line = f"{_printable(o['file'])}{record}{chars} · {o['tokens']:,} tokens{cut}"
-    return line if o["note"] is None else f"{line}\n{_printable(o['note'])}"
-
-
-def _printable(text: str) -> str:
-    """Control characters (but newline and tab) shown as escapes, so a document cannot move
-    the cursor or recolour the terminal. TODO: use mixer.report.printable's function (another
-    branch adds it) once merged."""
-    bad = {c for c in set(text) if (ord(c) < 32 and c not in "\n\t") or 127 <= ord(c) < 160}
-    if not bad:
-        return text
-    return "".join(c.encode("unicode_escape").decode("ascii") if c in bad else c for c in text)
-
-
-def _tokenizer(manifest: Manifest, cache):
-    """The build's tokenizer.json, checked against the manifest before it is parsed."""
-    from tokenizers import Tokenizer
-
-    name = "tokenizer.json"
-    want = manifest.tokenizer.files.get(name)
-    path = fetch(manifest.location, f"tokenizer/{name}", cache / name, within=cache)
-    if want is None or sha256_file(path) != want:
-        if path.is_relative_to(cache):
-            path.unlink(missing_ok=True)
-        raise OutputError(
-            f"{path}: tokenizer file does not match the manifest (sha256 differs or not"
-            " listed); rebuild the output or restore the file"
-        )
-    return Tokenizer.from_file(str(path))
+    line = f"{printable(o['file'])}{record}{chars} · {o['tokens']:,} tokens{cut}"
+    return line if o["note"] is None else f"{line}\n{printable(o['note'])}"

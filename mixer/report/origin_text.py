@@ -90,10 +90,10 @@ class Texts:
     def _tokenizer(self):
         if self._tok is None:
             from mixer.artifacts.fetch import cache_root
-            from mixer.report.inspect import _tokenizer
+            from mixer.report.build_tokenizer import build_tokenizer
 
             cache = cache_root(self.cache_dir) / self.manifest.fingerprint[:16]
-            self._tok = _tokenizer(self.manifest, cache)
+            self._tok = build_tokenizer(self.manifest, cache)
             self._tok.encode_special_tokens = True
         return self._tok
 

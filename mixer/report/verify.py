@@ -6,11 +6,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from mixer.artifacts.buildfile import sha256_checked
 from mixer.artifacts.fetch import inside
 from mixer.artifacts.manifest import SPLITS, Manifest
 from mixer.artifacts.shards import bad_starts, index_problems, read_shard_file
 from mixer.errors import MixerError, OutputError
-from mixer.identity import sha256_file
 
 
 def check_files(manifest: Manifest) -> None:
@@ -38,14 +38,14 @@ def verify(root: str | os.PathLike) -> tuple[list[str], dict]:
         manifest = Manifest.load(root)
     except OutputError as e:
         return [str(e)], {}
+    totals = {"shards": 0, "blocks": 0, "manifest": manifest.fingerprint}
     try:
         from mixer.artifacts.planfile import load_plan
 
-        load_plan(manifest)
+        totals["plan"] = load_plan(manifest).fingerprint  # to pin: StreamingMixture(expect=)
     except MixerError as e:
         problems.append(str(e))
     problems += _tokenizer_problems(manifest)
-    totals = {"shards": 0, "blocks": 0}
     for name in manifest.source_names:
         for split in SPLITS:
             problems += _split_problems(manifest, name, split, totals)
@@ -60,14 +60,21 @@ def _tokenizer_problems(manifest: Manifest) -> Iterator[str]:
             yield f"{path}: tokenizer file is missing"
         elif problem := _outside(path, manifest):
             yield problem
-        elif sha256_file(path) != digest:
-            yield f"{path}: tokenizer file was altered (sha256 differs from the manifest)"
+        else:
+            try:
+                same = sha256_checked(path, manifest.root, "a tokenizer file") == digest
+            except OutputError as e:
+                yield str(e)
+                continue
+            if not same:
+                yield f"{path}: tokenizer file was altered (sha256 differs from the manifest)"
 
 
 def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> list[str]:
     rec = manifest.split(name, split)
     folder = manifest.split_dir(name, split)
-    problems = index_problems(folder / "index.json", rec, manifest.seq_len, manifest.dtype)
+    index = folder / "index.json"
+    problems = index_problems(index, rec, manifest.seq_len, manifest.dtype, manifest.root)
     listed = {s.file for s in rec.shards} | {"index.json"}
     if rec.origins is not None:
         listed.add(rec.origins.file)
@@ -85,12 +92,16 @@ def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> 
         if problem := _outside(path, manifest):
             problems.append(problem)
             continue
-        if sha256_file(path) != shard.sha256:
-            problems.append(f"{path}: sha256 differs from the manifest (corrupted or altered)")
-            continue
         try:
+            if sha256_checked(path, manifest.root, "a shard") != shard.sha256:
+                problems.append(f"{path}: sha256 differs from the manifest (corrupted or altered)")
+                continue
             reader = read_shard_file(
-                path, seq_len=manifest.seq_len, dtype=manifest.dtype, raw_bytes=shard.raw_bytes
+                path,
+                seq_len=manifest.seq_len,
+                dtype=manifest.dtype,
+                raw_bytes=shard.raw_bytes,
+                root=manifest.root,
             )
         except OutputError as e:
             problems.append(str(e))
@@ -110,8 +121,11 @@ def _origins_problems(manifest: Manifest, path: Path, sha256: str) -> list[str]:
         return [f"{path}: provenance table is missing"]
     if problem := _outside(path, manifest):
         return [problem]
-    if sha256_file(path) != sha256:
-        return [f"{path}: sha256 differs from the manifest (corrupted or altered)"]
+    try:
+        if sha256_checked(path, manifest.root, "a provenance table") != sha256:
+            return [f"{path}: sha256 differs from the manifest (corrupted or altered)"]
+    except OutputError as e:  # a link, a FIFO, a folder: not a regular file of the build
+        return [str(e)]
     return []
 
 

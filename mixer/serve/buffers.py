@@ -7,6 +7,16 @@ import weakref
 
 import numpy as np
 
+CHUNK_BYTES = 8 << 20  # one chunk's output array: 256 samples of 2048 tokens, ids and positions
+
+
+def chunk_samples(seq_len: int, most: int) -> int:
+    """Samples per chunk (at most ``most``) such that a chunk's int64 array of ids and
+    positions (2 x K x seq_len) is at most CHUNK_BYTES, or one sample when a sample alone is
+    larger (16 MiB at the largest seq_len, 2^20): a reader's chunk memory is bounded by mixer,
+    never by the build's seq_len."""
+    return max(1, min(most, CHUNK_BYTES // (2 * seq_len * 8)))
+
 
 class Buffers:
     """Output arrays whose memory is reused once nothing handed out refers to it.
@@ -18,7 +28,9 @@ class Buffers:
     the chain whose own base is not an array, so a weak reference to it dies only once nothing
     handed out is left: a sample the caller keeps never changes. No reference count is read, so
     this holds on any Python (on PyPy a block waits for the next collection); a self-check
-    falls back to fresh arrays should numpy ever record views' bases differently.
+    falls back to fresh arrays should numpy ever record views' bases differently. At most
+    ``keep`` blocks are pooled: with chunks of `chunk_samples`, ``keep`` x max(CHUNK_BYTES,
+    one sample) bytes.
     """
 
     def __init__(self, keep: int = 4):

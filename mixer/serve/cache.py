@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.artifacts.fetch import cache_root, fetch, is_remote, local_path
+from mixer.artifacts.buildfile import sha256_checked
+from mixer.artifacts.fetch import cache_root, fetch, is_remote, local_path, private_dir
 from mixer.artifacts.manifest import FILENAME as MANIFEST_FILE
-from mixer.artifacts.manifest import SPLITS, Manifest, ShardRecord, SplitRecord
+from mixer.artifacts.manifest import MAX_RECORD_BYTES, SPLITS, Manifest, ShardRecord, SplitRecord
 from mixer.artifacts.planfile import FILENAME as PLAN_FILE
 from mixer.artifacts.shards import Block, ShardReader, bad_starts, read_shard_file
 from mixer.errors import OutputError, UnsafeBuildError, UsageError
-from mixer.identity import sha256_file
 from mixer.serve.cache_limit import CacheLimit, check_room, locked
 from mixer.serve.shardfile import CachedShard, encode, file_size
 from mixer.syntax import NAME_RE
@@ -51,9 +51,9 @@ def open_build(path: str, cache_dir: str | os.PathLike | None = None) -> Manifes
         raise UsageError(f"{path}: not a plain URL of a build folder (an empty, . or .. part)")
     remote = cache_root(cache_dir) / "remote"
     meta = remote.joinpath(*parts)
-    for name in (MANIFEST_FILE, PLAN_FILE):
-        (meta / name).unlink(missing_ok=True)  # always read the small files afresh
-        fetch(path, name, meta / name, within=remote)
+    for name in (MANIFEST_FILE, PLAN_FILE):  # read afresh, renamed over the last copy: never
+        # removed first, so that the other processes opening the build never miss them
+        fetch(path, name, meta / name, within=remote, limit=MAX_RECORD_BYTES, fresh=True)
     return dataclasses.replace(Manifest.load(meta, where=str(path)), location=str(path))
 
 
@@ -100,7 +100,7 @@ class SplitStore:
         cache_limit: CacheLimit | None = None,
         vocab_size: int | None = None,
     ):
-        if not NAME_RE.match(source) or split not in SPLITS:  # checked on load: a second guard
+        if not NAME_RE.fullmatch(source) or split not in SPLITS:  # checked on load: a second guard
             raise UnsafeBuildError(f"{source!r}/{split!r}: not a source and a split; refused")
         self.root, self.source, self.split = str(root), source, split
         self.rel = f"sources/{source}/{split}"
@@ -139,13 +139,14 @@ class SplitStore:
         exactly its declared size, its layout, blocks and document starts), and parse it."""
         rec = self.shards[sh]
         src = self._fetch(sh)
-        if sha256_file(src) != rec.sha256:
+        root = self.cache if is_remote(self.root) else local_path(self.root)
+        if sha256_checked(src, root, "a shard", size=rec.bytes) != rec.sha256:
             raise OutputError(
                 f"{src}: shard does not match the manifest (sha256 differs): it is corrupted or"
                 " was altered; rebuild the output or restore the file"
             )
         reader = read_shard_file(
-            src, seq_len=self.seq_len, dtype=self.dtype.str, raw_bytes=rec.raw_bytes
+            src, seq_len=self.seq_len, dtype=self.dtype.str, raw_bytes=rec.raw_bytes, root=root
         )
         if len(reader) != rec.samples:
             raise OutputError(f"{src}: {len(reader)} blocks, the manifest says {rec.samples}")
@@ -195,19 +196,20 @@ class SplitStore:
     def _open(self, sh: int) -> CachedShard | None:
         return self._open_file(self.shard_path(sh), sh)
 
-    def _open_file(self, path: Path, sh: int) -> CachedShard | None:
+    def _open_file(self, path: Path, sh: int, check: bool = True) -> CachedShard | None:
         return CachedShard.open(
             path,
             blocks=self.shards[sh].samples,
             seq_len=self.seq_len,
             dtype=self.dtype,
+            check=check,
         )
 
     def _map(self, sh: int) -> CachedShard:
         """Map shard ``sh``'s cache file, filling it first if no process has yet."""
         m = self._open(sh)
         if m is None:
-            self.cache.mkdir(parents=True, exist_ok=True)
+            private_dir(self.cache)
             with locked(self.lock_path(sh)):  # one filler per shard
                 m = self._open(sh)
                 if m is None:
@@ -243,7 +245,8 @@ class SplitStore:
                     f.write(piece)
                 f.flush()
                 os.fsync(f.fileno())
-            m = self._open_file(Path(tmp), sh)  # mapped before it is visible: never evicted first
+            m = self._open_file(Path(tmp), sh, check=False)  # just written; mapped before it is
+            # visible: never evicted first
             os.replace(tmp, path)
         except OSError as e:
             Path(tmp).unlink(missing_ok=True)

@@ -37,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mixer.artifacts.fetch import private_dir
 from mixer.errors import OutputError, UsageError
 from mixer.syntax import parse_size
 
@@ -125,7 +126,7 @@ class CacheLimit:
             yield
             return
         folder = self.root / ".reserve"
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         with locked(self.root / ".lock"):
             fd, name = tempfile.mkstemp(prefix=f"{nbytes}-", dir=folder)
             fcntl.flock(fd, fcntl.LOCK_EX)

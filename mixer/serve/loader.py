@@ -60,6 +60,7 @@ class MixerLoader(DataLoader):
         cache_dir: str | os.PathLike | None = None,
         cache_limit: int | str | None = None,
         position_ids: bool | None = None,
+        expect: str | None = None,
         num_workers: int = 0,
         collate_fn=None,
         pin_memory: bool = False,
@@ -71,6 +72,7 @@ class MixerLoader(DataLoader):
     ):
         mixture_args = {"split": split, "rank": rank, "world_size": world_size, "source": source}
         mixture_args.update(cache_dir=cache_dir, cache_limit=cache_limit, position_ids=position_ids)
+        mixture_args.update(expect=expect)
         ds = _open(dataset, batch_size, {k: v for k, v in mixture_args.items() if v is not None})
         super().__init__(
             ds,

@@ -15,15 +15,16 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mixer.artifacts.planfile import load_plan, val_plan
 from mixer.errors import StateError, UsageError
 from mixer.serve import state
-from mixer.serve.buffers import Buffers
+from mixer.serve.buffers import Buffers, chunk_samples
 from mixer.serve.cache import SplitStore, cache_root, check_limit, open_build
 from mixer.serve.cache_limit import CacheLimit, parse_limit
 from mixer.serve.online import Online, agree
+from mixer.serve.pin import check_expected
 from mixer.serve.positions import padding_of, positions_of_starts
 from mixer.serve.ranks import rank_world
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
-CHUNK_SAMPLES = 256  # samples gathered at once (8 MiB of int64 at 2048 tokens)
+CHUNK_SAMPLES = 256  # samples gathered at once, at most: fewer for long samples (chunk_samples)
 
 
 class StreamingMixture(IterableDataset):
@@ -46,6 +47,7 @@ class StreamingMixture(IterableDataset):
             ~/.cache/mixer, in a folder named after the manifest.
         cache_limit: the most bytes the cache folder may hold (``"20GiB"`` or an int; default
             $MIXER_CACHE_LIMIT, else no limit): least recently used shards are evicted.
+        expect: the plan fingerprint `mixer verify` printed: any other plan is refused.
 
     Each sample is ``{"input_ids", "position_ids", "source", "index"}``: int64 arrays of
     seq_len tokens, position ids restarting at 0 at each document start, the source's name and
@@ -67,6 +69,7 @@ class StreamingMixture(IterableDataset):
         cache_dir: str | os.PathLike | None = None,
         cache_limit: int | str | None = None,
         position_ids: bool = True,
+        expect: str | None = None,
     ):
         super().__init__()
         self.path = str(path)
@@ -78,6 +81,7 @@ class StreamingMixture(IterableDataset):
         self.rank, self.world_size = rank_world(rank, world_size)
         self.manifest = open_build(self.path, cache_dir)
         plan = load_plan(self.manifest) if split == "train" else val_plan(self.manifest)
+        check_expected(expect, self.manifest, plan if split == "train" else None)
         self._online = Online(plan.restrict(source) if source else plan)
         self.cache_limit = parse_limit(cache_limit)
         check_limit(self.cache_limit, self.manifest, split, [p.name for p in self.plan.sources])
@@ -233,8 +237,9 @@ class StreamingMixture(IterableDataset):
         for w in range(0, len(mine), per_window):
             batches = np.asarray(mine[w : w + per_window], np.int64)
             src, ks, index = self._locate(sl, batches)
-            for a in range(drop if w == 0 else 0, index.size, CHUNK_SAMPLES):
-                b = a + CHUNK_SAMPLES
+            step = chunk_samples(self.seq_len, CHUNK_SAMPLES)
+            for a in range(drop if w == 0 else 0, index.size, step):
+                b = a + step
                 for sample in self._samples(src[a:b], ks[a:b], index[a:b]):
                     if self._online.version != version:
                         return False

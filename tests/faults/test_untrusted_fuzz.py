@@ -272,3 +272,64 @@ def test_fuzzed_remote_builds_write_nothing_outside_the_cache(
     before = tree(tmp_path)
     served("s3://data/fz", cache, own_blocks)
     assert created_outside(before, tmp_path, cache) == []
+
+
+BUILD_FILES = [
+    "manifest.json",
+    "plan.json",
+    "sources/web/train/index.json",
+    "sources/web/train/shard.00000.mds.zstd",
+    "sources/zh/val/shard.00000.mds.zstd",
+    "tokenizer/tokenizer.json",
+]
+FILE_KINDS = ["fifo", "dev-zero", "link-out", "link-in", "folder", "truncate", "extend", "zeros"]
+
+
+def replace_file(build: Path, rel: str, kind: str, n: int, outside: Path) -> None:
+    """``build/rel`` replaced (never written through: shards are hard links of the original)."""
+    path = build / rel
+    data = path.read_bytes()
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "link-out":
+        outside.write_bytes(data)
+        path.symlink_to(outside)
+    elif kind == "link-in":
+        path.symlink_to(build / ("plan.json" if rel != "plan.json" else "manifest.json"))
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        body = {"truncate": data[: n % max(1, len(data))], "extend": data + bytes(n)}
+        path.write_bytes(body.get(kind, bytes(len(data))))
+
+
+@pytest.mark.slow
+@fuzz(40)
+@given(
+    rel=st.sampled_from(BUILD_FILES), kind=st.sampled_from(FILE_KINDS), n=st.integers(0, 1 << 16)
+)
+def test_fuzzed_build_files_fail_clearly_or_serve_their_own_blocks(
+    out, own_blocks, tmp_path, cli, rel, kind, n
+):
+    """A build file that is a FIFO, a link (to /dev/zero, out of the build, to another file of
+    it), a folder, or of another size: one line or the build's own blocks; never a hang."""
+    from tests.faults.test_untrusted_files import deadline
+
+    work = tmp_path / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    build = local_copy(out, work / "build")
+    replace_file(build, rel, kind, n, work / "outside")
+    cache = work / "cache"
+    before = tree(tmp_path)
+    os.environ["MIXER_CACHE"] = str(cache)
+    try:
+        with deadline(300):
+            served(str(build), cache, own_blocks)
+            cli_readers(cli, build)
+    finally:
+        del os.environ["MIXER_CACHE"]
+    assert created_outside(before, tmp_path, cache) == []

@@ -7,6 +7,8 @@ import gc
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import mixer.serve.buffers as buffers
 from mixer.serve.buffers import Buffers
@@ -66,3 +68,12 @@ def test_without_the_numpy_property_every_chunk_is_fresh(monkeypatch):
     b = bufs.get((1, 2, 4))
     b[...] = 4
     assert (a == 3).all() and not np.shares_memory(a, b)
+
+
+@given(seq_len=st.integers(2, 1 << 20), most=st.integers(1, 4096))
+def test_a_chunk_is_bounded_in_bytes_whatever_seq_len(seq_len, most):
+    from mixer.serve.buffers import CHUNK_BYTES, chunk_samples
+
+    k = chunk_samples(seq_len, most)
+    assert 1 <= k <= most
+    assert k * 2 * seq_len * 8 <= max(CHUNK_BYTES, 2 * seq_len * 8)
