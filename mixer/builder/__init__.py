@@ -30,10 +30,9 @@ from mixer.builder.executors import default_workers, emit, worker_state
 from mixer.builder.merge import SourceMerge
 from mixer.builder.outdir import BuildDir, write_error
 from mixer.builder.progress import BuildProgress
-from mixer.builder.record import report, source_record, write_manifest
+from mixer.builder.record import encoder_record, report, source_record, write_manifest
 from mixer.builder.schedule import Schedule
 from mixer.builder.spill import UnitResult, unit_key
-from mixer.builder.tiktoken_fast import TiktokenEncoder, TiktokenSpec
 from mixer.builder.tokenizer import BuildTokenizer, Encoder, Ids, TokenizerInfo
 from mixer.builder.tokenizer import BuildTokenizer as open_tokenizer
 from mixer.builder.tokenizing import reused_loader, tokenize
@@ -53,11 +52,12 @@ class _Task:
     limit: tuple[str, float] | None = None  # a budget's (measure, amount): stop the unit there
 
 
-def _setup(tokenizer_json: str | None, ids: Ids, fast: TiktokenSpec | None) -> dict:
-    """A worker's encoder: tiktoken from ``fast``, else `tokenizers` from the JSON."""
+def _setup(tokenizer_json: str | None, ids: Ids, spec) -> dict:
+    """A worker's encoder: loaded from ``spec`` (gigatoken's or tiktoken's), else `tokenizers`
+    from the JSON."""
     kw = {"bos_id": ids.bos_id, "eos_id": ids.eos_id, "dtype": ids.dtype}
-    if fast is not None:
-        return {"encoder": TiktokenEncoder(fast, **kw)}
+    if spec is not None:
+        return {"encoder": spec.load(**kw)}
     return {"encoder": Encoder(tokenizer_json, **kw)}
 
 
@@ -81,12 +81,13 @@ def build(
     strict: bool = False,
     console: Console | None = None,
     show_progress: bool | None = None,
-    encoder: str = "auto",
+    encoder: str | None = None,
     engine: str = "local",
     address: str | None = None,
 ) -> Manifest:
     """Build ``recipe`` into ``recipe.output``; returns the published manifest.
 
+    ``encoder``: the CLI's ``--encoder``, over the recipe's ``tokenizer.encoder``.
     A user mistake found while building (``--strict`` input, an empty source, an impossible
     plan) discards the work; a crash or a kill keeps it, and the rerun reuses every finished
     unit whose inputs are unchanged.
@@ -127,7 +128,7 @@ def build(
                 workers or _auto_workers(todo),
                 strict,
                 bar,
-                encoder,
+                _asked(recipe, encoder),
                 (engine, address),
                 takes,
             )
@@ -220,7 +221,7 @@ def _build_into(
     workers: int,
     strict: bool,
     bar: BuildProgress,
-    encoder: str,
+    encoder: tuple[str, str],
     engine: tuple[str, str | None],
     takes: dict[str, Budget],
 ) -> tuple[Manifest, int, int]:
@@ -254,7 +255,7 @@ def _build_into(
         )
 
     schedule = Schedule(todo, units, merges, takes, workers, reused_loader(work, key, limits, bar))
-    tokenize(
+    verdict = tokenize(
         work,
         recipe,
         tok,
@@ -271,23 +272,35 @@ def _build_into(
         ),
         make_task=make_task,
     )
-    records = {}
+    records, used = {}, {}
     for s in recipe.sources:
         d = decisions[s.name]
         if d.linked is None:
             records[s.name] = source_record(
                 recipe, s, d, schedule.built[s.name], merges[s.name], ident
             )
+            used[s.name] = encoder_record(verdict, s.name)
         else:
             src, name = d.linked
             reuse.link_source(src, name, work, s.name)
             records[s.name] = dataclasses.replace(src.sources[name], weight=s.weight)
+            used[s.name] = (src.encoders or {}).get(name)
     budgeted.check_taken(recipe, records, takes)
     _keep_units(recipe, work, todo, takes)
     shutil.rmtree(work / "units", ignore_errors=True)
-    manifest = write_manifest(recipe, tok.info if tok else None, ident, decisions, records, work)
+    used = {k: v for k, v in used.items() if v is not None}
+    manifest = write_manifest(
+        recipe, tok.info if tok else None, ident, decisions, records, work, used or None
+    )
     save_plan(train_plan(manifest, recipe.to_dict()["mixture"]), work)
     return manifest, schedule.reused, sum(schedule.planned.values())
+
+
+def _asked(recipe: Recipe, cli: str | None) -> tuple[str, str]:
+    """(the encoder asked for, where: for messages)."""
+    if cli is not None:
+        return cli, f"--encoder {cli}"
+    return recipe.tokenizer.encoder, f"{recipe.path}: tokenizer.encoder: {recipe.tokenizer.encoder}"
 
 
 def _identity(path: str) -> dict[str, str]:

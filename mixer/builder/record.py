@@ -11,7 +11,14 @@ from pathlib import Path
 from rich.console import Console
 
 from mixer import __version__
-from mixer.artifacts.manifest import FORMAT, Inputs, Manifest, SourceRecord, TokenizerRecord
+from mixer.artifacts.manifest import (
+    FORMAT,
+    EncoderRecord,
+    Inputs,
+    Manifest,
+    SourceRecord,
+    TokenizerRecord,
+)
 from mixer.builder import budgeted, reuse
 from mixer.builder.tokenizer import TokenizerInfo
 from mixer.identity import sha256_file
@@ -25,8 +32,10 @@ def write_manifest(
     decisions: dict[str, reuse.Decision],
     sources: dict[str, SourceRecord],
     work: Path,
+    encoders: dict[str, EncoderRecord] | None = None,
 ) -> Manifest:
-    """Write the tokenizer files and the sealed manifest into ``work``; the manifest."""
+    """Write the tokenizer files and the sealed manifest into ``work``; the manifest.
+    ``encoders``: which encoder built each source (outside the fingerprint)."""
     tok_dir = work / "tokenizer"
     if tok is not None:
         tok_dir.mkdir()
@@ -55,6 +64,7 @@ def write_manifest(
         recipe=recipe.to_dict(),
         tokenizer=tokenizer,
         sources=sources,
+        encoders=encoders,
         root=work,
         location=str(work),
     ).sealed()
@@ -105,6 +115,18 @@ def report(
     console.print(
         f"built {len(manifest.sources)} sources, {total:,} blocks in {seconds:.1f}s{note}",
         highlight=False,
+    )
+
+
+def encoder_record(verdict, source: str) -> EncoderRecord:
+    """What encoded ``source`` (`mixer.builder.encoders.Verdict`) and the size of its check."""
+    docs, tokens = verdict.checked.get(source, (0, 0))
+    return EncoderRecord(
+        encoder=verdict.chosen.name,
+        version=verdict.chosen.version,
+        reference=verdict.reference,
+        checked_documents=docs,
+        checked_tokens=tokens,
     )
 
 

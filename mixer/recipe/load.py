@@ -14,14 +14,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mixer.errors import RecipeError
 from mixer.recipe.inputs import HFSpec, parse_files, parse_hf
+from mixer.recipe.keys import Keys, given, load_yaml
 from mixer.recipe.mixture import MixtureSpec, check_weights, parse_mixture, positive
 from mixer.recipe.take import TakeSpec, check_take, parse_take
-from mixer.recipe.keys import Keys, given, load_yaml
-from mixer.errors import RecipeError
 
 TXT_MODES = ("file", "line", "paragraph")
 TIKTOKEN_PATTERNS = ("llama3", "qwen")
+ENCODERS = ("auto", "gigatoken", "tiktoken", "tokenizers")  # mixer.builder.encoders
 DEFAULT_SHARD_SIZE = 1 << 26  # 64 MiB of uncompressed blocks per MDS shard
 DEFAULT_MAX_DOCUMENT = 1 << 26  # a longer JSON record or text line is skipped (too_long)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -37,6 +38,9 @@ class TokenizerSpec:
     eos: bool = True
     bos_token: str | None = None
     eos_token: str | None = None
+    # which encoder builds (mixer.builder.encoders): never part of the ids, so never of the
+    # build's identity (Recipe.to_dict leaves it out)
+    encoder: str = "auto"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +104,7 @@ class Recipe:
         del d["output"], d["path"]
         d["sources"] = [s.to_dict() for s in self.sources]
         d["mixture"] = self.mixture.to_dict()
+        del d["tokenizer"]["encoder"]  # the same ids whichever encoder: the manifest's `encoders`
         return d
 
 
@@ -197,6 +202,7 @@ def _tokenizer(k: Keys, base: Path) -> TokenizerSpec:
         eos=k.bool("eos"),
         bos_token=k.str("bos_token"),
         eos_token=k.str("eos_token"),
+        encoder=k.choice("encoder", ENCODERS),
     )
     k.finish()
     return spec
