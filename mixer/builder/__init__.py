@@ -38,7 +38,7 @@ from mixer.builder.tokenizer import BuildTokenizer as open_tokenizer
 from mixer.builder.tokenizing import reused_loader, tokenize
 from mixer.builder.units import Unit, iter_units, plan_units
 from mixer.builder.worker import run_unit
-from mixer.errors import MixerError, RecipeError
+from mixer.errors import EngineError, MixerError, RecipeError
 from mixer.recipe import Recipe, SourceSpec
 
 
@@ -134,6 +134,8 @@ def build(
             )
             report(console, manifest, time.perf_counter() - started, reused, num_units, decisions)
             bd.publish()
+        except EngineError:
+            raise  # work lost by the executor: the finished units are kept, as in a crash
         except MixerError:
             _keep_units(recipe, bd.work, todo, takes)  # what was tokenized stays reusable
             bd.discard()
