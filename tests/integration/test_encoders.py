@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mixer.artifacts.manifest import Manifest
 from mixer.builder import encoders
@@ -163,3 +165,45 @@ def test_the_recipe_key_is_checked(tmp_path):
     recipe["tokenizer"]["encoder"] = "fast"
     with pytest.raises(RecipeError, match="tokenizer.encoder: must be one of auto, gigatoken"):
         parse_recipe(recipe, base_dir=tmp_path)
+
+
+_PIECES = [
+    " ",
+    "  ",
+    "\n",
+    "\r\n",
+    "\t",
+    "'s",
+    "'LL",
+    "a",
+    "the",
+    "The",
+    "1",
+    "23",
+    "中",
+    "文",
+    "。",
+]
+_PIECES += ["é", "e\u0301", "😀", "\u00a0", "\u3000", "<|endoftext|>", "<s>", "▁", "!", "..."]
+_TEXT = st.one_of(
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=120),  # any valid text
+    st.lists(st.sampled_from(_PIECES), max_size=40).map("".join),  # where encoders part
+)
+
+
+@pytest.fixture(scope="module")
+def pairs() -> dict:
+    """Per tokenizer kind, (the reference encoder, gigatoken)."""
+    got = {}
+    for kind in KINDS:
+        tok = BuildTokenizer(_spec(kind))
+        got[kind] = (encoders.reference(tok).encoder, encoders._load(tok, "gigatoken").encoder)
+    return got
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(texts=st.lists(_TEXT, min_size=1, max_size=6), kind=st.sampled_from(list(KINDS)))
+def test_gigatoken_gives_the_references_ids_on_any_text(pairs, texts, kind):
+    ref, giga = pairs[kind]
+    (a, la), (b, lb) = ref.encode(texts), giga.encode(texts)
+    assert la.tolist() == lb.tolist() and a.tolist() == b.tolist()
