@@ -13,8 +13,11 @@ tokenizer.json; tests/data/llama2_sp.json, a Llama-2-style SentencePiece BPE):
 * three **ceilings**: P spawned processes, each reading its share of the same files (byte
   ranges cut at line ends, ``json.loads`` per line) and (1) only that: **parse**; (2) encoding
   every text single-threaded with tiktoken's core, called as mixer's workers call it:
-  **tiktoken** (not for SentencePiece, which tiktoken cannot run); (3) encoding the texts in
-  batches of 1 M characters with gigatoken's own batch call, single-threaded: **gigatoken**.
+  **tiktoken** (not for SentencePiece, which tiktoken cannot run); (3) the same with
+  gigatoken's single-text call: **gigatoken**; (4) encoding the texts in batches of 1 M
+  characters with gigatoken's batch call, single-threaded: **gigatoken_batch** (faster for
+  byte-level BPE once its cache is warm, slower for SentencePiece; ``ratio_gigatoken_best``
+  compares the build with the faster of the two).
   Only the token count is kept: nothing packed, compressed or written. Wall time from the
   first process start (interpreter, imports and vocabulary included, as for a build);
 * ``mixer build --workers P`` end to end in a fresh process (blocks of 2048), with the encoder
@@ -124,17 +127,20 @@ def _encoder(how: str, kind: str):
         from mixer.builder.gigatoken_fast import without_specials
 
         tok = gigatoken.Tokenizer.from_json(without_specials(Path(spec.location).read_text()))
-    batch = tok.backend.encode_batch
+    if how == "gigatoken":  # one call per text, as mixer's workers call it
+        one = tok.backend.encode
+        return lambda texts: sum(len(one(t)) for t in texts)
+    batch = tok.backend.encode_batch  # gigatoken_batch: its batch call (an awkward array)
     return lambda texts: len(batch(texts, parallel=False).layout.content)
 
 
 def _share(args: tuple[list[str], int, int, str, str]) -> tuple[int, int]:
     """One ceiling process: its byte share of every file -> (tokens, UTF-8 bytes of text).
-    ``how``: "parse" (read and parse only), "tiktoken" (each text as parsed) or "gigatoken"
-    (batches of 1 M characters)."""
+    ``how``: "parse" (read and parse only), "tiktoken" or "gigatoken" (each text as parsed),
+    "gigatoken_batch" (batches of 1 M characters)."""
     files, i, procs, how, kind = args
     count = None if how == "parse" else _encoder(how, kind)
-    each = how == "tiktoken"
+    each = how != "gigatoken_batch"
     tokens = nbytes = chars = 0
     batch: list[str] = []
     for path in files:
@@ -232,7 +238,8 @@ def compare(root: Path, kind: str, reps: int, procs: list[int]) -> dict:
     files = [str(root / s / f"{s}.jsonl") for s in SOURCES]
     recipe = write_recipe(root, kind=kind)
     before = "tokenizers" if kind == "sentencepiece" else "tiktoken"
-    ceilings = ["parse", "gigatoken"] + ([] if kind == "sentencepiece" else ["tiktoken"])
+    ceilings = ["parse", "gigatoken", "gigatoken_batch"]
+    ceilings += [] if kind == "sentencepiece" else ["tiktoken"]
     runs: dict[str, list[dict]] = {}
     for _ in range(reps):
         for p in procs:
@@ -258,6 +265,8 @@ def compare(root: Path, kind: str, reps: int, procs: list[int]) -> dict:
     for p in procs:
         for how in ceilings[1:]:  # build / ceiling (1: as fast as the bare encoder)
             res[f"ratio_{how}_p{p}"] = round(res[f"{how}_p{p}"]["s"] / res[f"build_p{p}"]["s"], 3)
+        best = min(res[f"gigatoken_p{p}"]["s"], res[f"gigatoken_batch_p{p}"]["s"])
+        res[f"ratio_gigatoken_best_p{p}"] = round(best / res[f"build_p{p}"]["s"], 3)
         res[f"speedup_p{p}"] = round(res[f"build_before_p{p}"]["s"] / res[f"build_p{p}"]["s"], 3)
         res[f"parse_share_p{p}"] = round(res[f"parse_p{p}"]["s"] / res[f"build_p{p}"]["s"], 3)
     manifest = json.loads((root / "out" / "manifest.json").read_text())

@@ -13,6 +13,7 @@ manifest's ``encoders``, outside its fingerprint: the ids, and so the bytes, are
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -52,7 +53,7 @@ class Candidate:
     name: str
     version: str
     spec: object | None
-    encoder: Encoder = field(repr=False, compare=False)
+    encoder: Encoder | None = field(repr=False, compare=False)  # None once checked
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +143,7 @@ def _verdict(cand: Candidate, ref: Candidate, samples, lengths, why_not) -> Verd
     tokens = sum(t for _, t in checked.values())
     probed = len(lengths) - docs
     what = f"{cand.name} {cand.version}".rstrip()
+    cand = dataclasses.replace(cand, encoder=None)  # the workers load their own: free this one
     if cand.name == ref.name:
         message = f"encoding with {what}, the reference"
         message += f" ({'; '.join(why_not)})" if why_not else ""

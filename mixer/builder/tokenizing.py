@@ -95,8 +95,8 @@ def tokenize(
                     verdict, notes = encoders.choose(tok, cand, asked, label, texts, why_not)
                     for note in notes:
                         bar.note(note)
-                    if verdict.chosen.name != cand.name:
-                        cand = verdict.chosen
+                    again, cand = verdict.chosen.name != cand.name, verdict.chosen
+                    if again:
                         schedule.restart()
                         continue  # leaving `with` stops the workers
                 bar.note(verdict.message)
