@@ -303,6 +303,7 @@ def main() -> None:
         res["compare"] = compare(root, args.tokenizer, args.reps, procs)
     if args.only in (None, "profile"):
         res["profile_workers_1"] = profile(recipe, root / "out-profile")
+        res["profile_workers_1_cpu"] = profile(recipe, root / "out-profile", time.process_time)
     if args.only in (None, "fixed"):
         small = root / "one-mb"
         if not small.exists():
