@@ -26,10 +26,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from mixer.recipe.take import TakeSpec
 from mixer.artifacts.manifest import AutoNeed
 from mixer.artifacts.planfile import planned_counts
 from mixer.recipe import Recipe, SourceSpec, ValidationSpec
+from mixer.recipe.take import TakeSpec
 
 AUTO_MARGIN = 0.02  # `take: auto` reads 2% more train blocks than the plan needs
 

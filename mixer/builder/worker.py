@@ -19,7 +19,14 @@ import numpy as np
 from mixer.builder.budget import Meter
 from mixer.builder.lines import CONTINUES, PIECE_CHARS, Cursor
 from mixer.builder.readers import REASONS, read_unit
-from mixer.builder.spill import DOC_DTYPE, UnitResult, doc_hash, hash_digest, text_hashes, unit_paths
+from mixer.builder.spill import (
+    DOC_DTYPE,
+    UnitResult,
+    doc_hash,
+    hash_digest,
+    text_hashes,
+    unit_paths,
+)
 from mixer.builder.text import split_text
 from mixer.builder.tokenizer import Encoder
 from mixer.builder.units import Unit

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mixer.recipe.keys import Keys, given
 from mixer.errors import RecipeError
+from mixer.recipe.keys import Keys, given
 
 #: File types a source may list, longest suffix first.
 FILE_KINDS = (".jsonl.gz", ".jsonl.zst", ".jsonl", ".json", ".parquet", ".txt")

@@ -17,8 +17,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mixer.recipe.keys import Keys, given
 from mixer.errors import RecipeError
+from mixer.recipe.keys import Keys, given
 
 SHUFFLES = ("blocks", "shards", "none")
 

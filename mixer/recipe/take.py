@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mixer.recipe.keys import Keys
 from mixer.errors import RecipeError
+from mixer.recipe.keys import Keys
 
 KINDS = ("tokens", "documents", "fraction")
 

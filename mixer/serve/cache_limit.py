@@ -37,8 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mixer.recipe.keys import parse_size
 from mixer.errors import OutputError, UsageError
+from mixer.recipe.keys import parse_size
 
 try:
     import fcntl
