@@ -32,10 +32,9 @@ def main() -> None:
 )
 @click.option(
     "--encoder",
-    type=click.Choice(["auto", "tiktoken", "tokenizers"]),
-    default="auto",
-    show_default=True,
-    help="Encoding backend: tiktoken where it gives the same ids.",
+    type=click.Choice(["auto", "gigatoken", "tiktoken", "tokenizers"]),
+    help="Encoder (over the recipe's tokenizer.encoder) [auto: the fastest that gives the"
+    " reference's ids].",
 )
 @click.option(
     "--engine",
@@ -52,7 +51,7 @@ def build(
     workers: int | None,
     strict: bool,
     progress: bool | None,
-    encoder: str,
+    encoder: str | None,
     engine: str,
     address: str | None,
 ) -> None:

@@ -42,6 +42,11 @@ class UsageError(MixerError, ValueError):
     errors.)"""
 
 
+class EngineError(MixerError):
+    """The executor lost work it cannot redo (a Ray node died and the task's retries were used
+    up, the cluster went away): nothing was published, and what finished is kept for a rerun."""
+
+
 class TrainerError(MixerError):
     """A trainer, model or batch does not fit the build (vocabulary, steps beyond the plan, ...)."""
 

@@ -81,6 +81,8 @@ class _TimedCompressor:
 
 def _instrument() -> Timers:
     import mixer.artifacts.shards as shards
+    import mixer.builder.encoders as encoders
+    import mixer.builder.gigatoken_fast as giga
     import mixer.builder.merge as merge
     import mixer.builder.orchestrate as build
     import mixer.builder.outdir as outdir
@@ -94,6 +96,7 @@ def _instrument() -> Timers:
     t.wrap(build, "run_build", "other (units, bookkeeping, ...)")
     t.wrap(worker, "read_unit", "read/parse (readers)", generator=True)
     t.wrap(fast.TiktokenEncoder, "encode", "encode")
+    t.wrap(giga.GigatokenEncoder, "encode", "encode")
     t.wrap(tokenizer.Encoder, "encode", "encode")
     t.wrap(worker, "text_hashes", "hash (validation)")
     t.wrap(worker._UnitWriter, "flush", "worker: batch + spill")
@@ -113,9 +116,9 @@ def _instrument() -> Timers:
     t.wrap(tokenizer, "read_tiktoken_ranks", "tokenizer: read ranks")
     t.wrap(fast, "read_tiktoken_ranks", "worker setup: read ranks")
     t.wrap(tokenizer, "load_tokenizer", "tokenizer: tokenizer.json")
-    t.wrap(fast, "fast_encoder", "encoder check", absorb=True)
-    t.wrap(fast, "verify", "encoder check", absorb=True)
-    t.wrap(fast, "sample_texts", "encoder check", absorb=True)
+    t.wrap(encoders, "first", "encoder check", absorb=True)
+    t.wrap(encoders, "choose", "encoder check", absorb=True)
+    t.wrap(encoders, "sample_texts", "encoder check", absorb=True)
     t.wrap(build, "write_manifest", "manifest + plan")
     t.wrap(build, "save_plan", "manifest + plan")
     t.wrap(outdir.BuildDir, "publish", "publish (fsync, rename)")

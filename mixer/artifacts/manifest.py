@@ -36,7 +36,8 @@ FORMAT = 1  # the manifest's layout
 BLOCKS_FORMAT = 1
 FILENAME = "manifest.json"
 SPLITS = ("train", "val")
-_VOLATILE = ("created", "fingerprint")  # not part of the fingerprint
+#: Not part of the fingerprint: when, and with which encoder (the same ids whichever ran).
+_VOLATILE = ("created", "fingerprint", "encoders")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,6 +165,19 @@ class TokenizerRecord(TokenizerFields):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EncoderRecord:
+    """Which encoder built a source's ids (`mixer.builder.encoders`), and the check that it
+    gives the reference's ids: the sample documents of the source and their tokens (0: the
+    encoder is the reference)."""
+
+    encoder: str  # "gigatoken", "tiktoken" or "tokenizers"
+    version: str
+    reference: str  # "tiktoken" for a tiktoken file, else "tokenizers"
+    checked_documents: int
+    checked_tokens: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class Manifest:
     format: int
     mixer_version: str
@@ -176,6 +190,8 @@ class Manifest:
     recipe: dict[str, Any]  # the recipe as resolved (Recipe.to_dict())
     tokenizer: TokenizerRecord
     sources: dict[str, SourceRecord]
+    # per source, the encoder that built it (a build older than this field: none)
+    encoders: dict[str, EncoderRecord] | None = None
     fingerprint: str = ""
     # where it was read from (not part of the JSON): the folder holding manifest.json, and
     # where the shards are: that folder, or the remote URL it was fetched from

@@ -27,6 +27,8 @@ WINDOW = 1024
 _END = object()
 _STATE: dict[str, Any] = {}  # per-process worker state set by the initializer
 _PARALLELISM = "TOKENIZERS_PARALLELISM"
+#: A Ray task whose worker or node dies is run again this many times (on any node).
+RAY_RETRIES = 2
 
 
 def default_workers() -> int:
@@ -220,7 +222,7 @@ class RayExecutor:
         self._ray = ray
         self._setup_ref = ray.put(self.setup)
         self._key = uuid.uuid4().hex
-        self._remote = ray.remote(_ray_call).options(num_cpus=1, max_retries=2)
+        self._remote = ray.remote(_ray_call).options(num_cpus=1, max_retries=RAY_RETRIES)
         return self
 
     def map(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[Any]:
@@ -237,7 +239,7 @@ class RayExecutor:
     def _results(self, fill, refs) -> Iterator[Any]:
         try:
             while refs:
-                result = self._ray.get(refs.popleft())
+                result = self._get(refs.popleft())
                 fill()
                 yield result
                 fill()
@@ -245,6 +247,23 @@ class RayExecutor:
             for ref in refs:
                 self._ray.cancel(ref)
             raise
+
+    def _get(self, ref):
+        """The task's result; a mixer error it raised as itself; a lost task (its node died
+        and its retries were used up, the cluster went away) as one line: EngineError."""
+        from mixer.errors import EngineError, MixerError
+
+        try:
+            return self._ray.get(ref)
+        except MixerError:  # the task's own (Ray raises it as a subclass of the cause)
+            raise
+        except self._ray.exceptions.RayError as e:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise EngineError(
+                f"--engine ray: a work unit was lost after {RAY_RETRIES} retries"
+                f" ({type(e).__name__}: {first}); nothing was published and the finished"
+                " units are kept: run the same build again to resume"
+            ) from None
 
     def __exit__(self, *exc: Any) -> None:
         if self._started:

@@ -30,16 +30,15 @@ from mixer.builder.executors import auto_workers, emit, worker_state
 from mixer.builder.merge import SourceMerge
 from mixer.builder.outdir import BuildDir, write_error
 from mixer.builder.progress import BuildProgress
-from mixer.builder.record import source_record, write_manifest
+from mixer.builder.record import encoder_record, source_record, write_manifest
 from mixer.builder.run_units import reused_loader, tokenize
 from mixer.builder.schedule import Schedule
 from mixer.builder.spill import UnitResult, unit_key
 from mixer.builder.take_measure import Take, resolve_takes
-from mixer.builder.tiktoken_fast import TiktokenEncoder, TiktokenSpec
 from mixer.builder.tokenizer import BuildTokenizer, Encoder, Ids
 from mixer.builder.units import Unit, iter_units, plan_units
 from mixer.builder.worker import run_unit
-from mixer.errors import MixerError, RecipeError
+from mixer.errors import EngineError, MixerError, RecipeError
 from mixer.recipe import Recipe, SourceSpec
 
 
@@ -67,7 +66,7 @@ class Build:
     takes: dict[str, Take]
     workers: int
     strict: bool
-    encoder: str  # --encoder
+    encoder: tuple[str, str]  # the encoder asked for, and where (for messages)
     engine: tuple[str, str | None]  # --engine, --address
     bar: BuildProgress
 
@@ -111,11 +110,12 @@ class _Task:
     limit: tuple[str, float] | None = None  # a take's (measure, amount): stop the unit there
 
 
-def _setup(tokenizer_json: str | None, ids: Ids, fast: TiktokenSpec | None) -> dict:
-    """A worker's encoder: tiktoken from ``fast``, else `tokenizers` from the JSON."""
+def _setup(tokenizer_json: str | None, ids: Ids, spec) -> dict:
+    """A worker's encoder: loaded from ``spec`` (gigatoken's or tiktoken's), else `tokenizers`
+    from the JSON."""
     kw = {"bos_id": ids.bos_id, "eos_id": ids.eos_id, "dtype": ids.dtype}
-    if fast is not None:
-        return {"encoder": TiktokenEncoder(fast, **kw)}
+    if spec is not None:
+        return {"encoder": spec.load(**kw)}
     return {"encoder": Encoder(tokenizer_json, **kw)}
 
 
@@ -144,12 +144,13 @@ def run_build(
     strict: bool = False,
     console: Console | None = None,
     show_progress: bool | None = None,
-    encoder: str = "auto",
+    encoder: str | None = None,
     engine: str = "local",
     address: str | None = None,
 ) -> Built:
     """Build ``recipe`` into ``recipe.output``: the published manifest and what the build did.
 
+    ``encoder``: the CLI's ``--encoder``, over the recipe's ``tokenizer.encoder``.
     A user mistake found while building (``--strict`` input, an empty source, an impossible
     plan) discards the work; a crash or a kill keeps it, and the rerun reuses every finished
     unit whose inputs are unchanged.
@@ -186,7 +187,7 @@ def run_build(
             takes=takes,
             workers=workers or auto_workers(todo),
             strict=strict,
-            encoder=encoder,
+            encoder=_asked(recipe, encoder),
             engine=(engine, address),
             bar=bar,
         )
@@ -219,6 +220,8 @@ def _publish(b: Build, bd: BuildDir) -> tuple[int, int]:
     try:
         _, reused, num_units = _build_into(b)
         bd.publish()
+    except EngineError:
+        raise  # work lost by the executor: the finished units are kept, as in a crash
     except MixerError:
         _keep_units(b)  # what was tokenized stays reusable
         bd.discard()
@@ -233,27 +236,30 @@ def _build_into(b: Build) -> tuple[Manifest, int, int]:
     for stale in ("sources", "tokenizer"):  # from a merge an earlier run did not finish
         shutil.rmtree(b.work / stale, ignore_errors=True)
     take_reuse.restore_units(Path(b.recipe.output), b.work, [s.name for s in b.todo if s.take])
-    schedule, merges = _tokenize(b)
-    records = {}
+    schedule, merges, verdict = _tokenize(b)
+    records, used = {}, {}
     for s in b.recipe.sources:
         d = b.decisions[s.name]
         if d.linked is None:
             built = schedule.built[s.name]
             records[s.name] = source_record(b.recipe, s, d, built, merges[s.name], b.ident)
+            used[s.name] = encoder_record(verdict, s.name)
         else:
             src, name = d.linked
             reuse.link_source(src, name, b.work, s.name)
             records[s.name] = dataclasses.replace(src.sources[name], weight=s.weight)
+            used[s.name] = (src.encoders or {}).get(name)
     take_reuse.check_taken(b.recipe, records, b.takes)
     _keep_units(b)
     shutil.rmtree(b.work / "units", ignore_errors=True)
     tok = b.tok.info if b.tok else None
-    manifest = write_manifest(b.recipe, tok, b.ident, b.decisions, records, b.work)
+    used = {k: v for k, v in used.items() if v is not None}
+    manifest = write_manifest(b.recipe, tok, b.ident, b.decisions, records, b.work, used or None)
     save_plan(train_plan(manifest, b.recipe.to_dict()["mixture"]), b.work)
     return manifest, schedule.reused, sum(schedule.planned.values())
 
 
-def _tokenize(b: Build) -> tuple[Schedule, dict[str, SourceMerge]]:
+def _tokenize(b: Build):
     """Step 2 and 3: every unit run (or its finished result reused) and merged in unit order."""
     merges = {
         s.name: SourceMerge(
@@ -271,7 +277,7 @@ def _tokenize(b: Build) -> tuple[Schedule, dict[str, SourceMerge]]:
     load = reused_loader(b.work, b.unit_key, limits, b.bar)
     schedule = Schedule(b.todo, b.units, merges, b.takes, b.workers, load)
     json = None if b.tok is None else b.tok.info.json
-    tokenize(
+    verdict = tokenize(
         b.work,
         b.recipe,
         b.tok,
@@ -286,7 +292,14 @@ def _tokenize(b: Build) -> tuple[Schedule, dict[str, SourceMerge]]:
         setup=lambda ids, fast: functools.partial(_setup, None if fast else json, ids, fast),
         make_task=b.task,
     )
-    return schedule, merges
+    return schedule, merges, verdict
+
+
+def _asked(recipe: Recipe, cli: str | None) -> tuple[str, str]:
+    """(the encoder asked for, where: for messages)."""
+    if cli is not None:
+        return cli, f"--encoder {cli}"
+    return recipe.tokenizer.encoder, f"{recipe.path}: tokenizer.encoder: {recipe.tokenizer.encoder}"
 
 
 def _identity(path: str) -> dict[str, str]:

@@ -8,7 +8,14 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mixer.artifacts.manifest import FORMAT, Inputs, Manifest, SourceRecord, TokenizerRecord
+from mixer.artifacts.manifest import (
+    FORMAT,
+    EncoderRecord,
+    Inputs,
+    Manifest,
+    SourceRecord,
+    TokenizerRecord,
+)
 from mixer.builder import reuse, take_reuse
 from mixer.builder.tokenizer import TokenizerInfo
 from mixer.identity import sha256_file
@@ -23,8 +30,10 @@ def write_manifest(
     decisions: dict[str, reuse.Decision],
     sources: dict[str, SourceRecord],
     work: Path,
+    encoders: dict[str, EncoderRecord] | None = None,
 ) -> Manifest:
-    """Write the tokenizer files and the sealed manifest into ``work``; the manifest."""
+    """Write the tokenizer files and the sealed manifest into ``work``; the manifest.
+    ``encoders``: which encoder built each source (outside the fingerprint)."""
     tok_dir = work / "tokenizer"
     if tok is not None:
         tok_dir.mkdir()
@@ -53,11 +62,24 @@ def write_manifest(
         recipe=recipe.to_dict(),
         tokenizer=tokenizer,
         sources=sources,
+        encoders=encoders,
         root=work,
         location=str(work),
     ).sealed()
     manifest.save()
     return manifest
+
+
+def encoder_record(verdict, source: str) -> EncoderRecord:
+    """What encoded ``source`` (`mixer.builder.encoders.Verdict`) and the size of its check."""
+    docs, tokens = verdict.checked.get(source, (0, 0))
+    return EncoderRecord(
+        encoder=verdict.chosen.name,
+        version=verdict.chosen.version,
+        reference=verdict.reference,
+        checked_documents=docs,
+        checked_tokens=tokens,
+    )
 
 
 def source_record(recipe, spec, decision, built: dict, merge, ident) -> SourceRecord:

@@ -2,11 +2,11 @@
 order and as far as `mixer.builder.schedule` says), and each unit's result is handed on (to the
 merge) in unit order as soon as it and those before it are in.
 
-The encoder check (tiktoken against `tokenizers` on sample documents, `mixer.builder.tiktoken_fast`)
-and, for a tiktoken file, the building of its tokenizer.json take about 1.5 s for Qwen's
-vocabulary: they run here while the workers already encode with tiktoken. Should the check
-fail, those first units are encoded again with `tokenizers` before anything is kept: no
-completion record and no merge happen before it passes.
+The encoder check (`mixer.builder.encoders`: the first candidate against the reference on
+sample documents) and, for a tiktoken file, the reading of its tokenizer.json run here while
+the workers already encode with the first candidate. Should the check fail, those first units
+are encoded again with the encoder that passed before anything is kept: no completion record
+and no merge happen before it passes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mixer.builder import tiktoken_fast as backend
+from mixer.builder import encoders
 from mixer.builder.executors import LocalExecutor, RayExecutor
 from mixer.builder.progress import BuildProgress
 from mixer.builder.schedule import Schedule
@@ -30,7 +30,6 @@ from mixer.builder.spill import (
 )
 from mixer.builder.take_measure import Meter
 from mixer.builder.tokenizer import BuildTokenizer
-from mixer.errors import TokenizerError
 from mixer.recipe import Recipe
 
 
@@ -67,38 +66,40 @@ def tokenize(
     *,
     workers: int,
     bar: BuildProgress,
-    encoder: str,
+    encoder: tuple[str, str],
     engine: tuple[str, str | None],
     run: Callable,
     setup: Callable,
     make_task: Callable,
-) -> None:
-    """Run the schedule's units (``schedule.built`` then holds every source's merge).
-    ``samples``: each source's first units, for the encoder check; ``key(spec, unit)`` a
-    unit's completion-record key; ``setup(ids, spec)`` gives a worker's setup (spec None:
-    `tokenizers`), ``make_task(spec, unit)`` a task, ``run`` runs one in a worker."""
+) -> encoders.Verdict | None:
+    """Run the schedule's units (``schedule.built`` then holds every source's merge); the
+    encoder that ran and its check (None: nothing to build). ``encoder``: (the encoder asked
+    for, where it was asked: for messages); ``samples``: each source's first units, for the
+    check; ``key(spec, unit)`` a unit's completion-record key; ``setup(ids, spec)`` gives a
+    worker's setup (spec None: `tokenizers`), ``make_task(spec, unit)`` a task, ``run`` runs
+    one in a worker."""
     if not schedule.sources:
-        return
-    fast, how = backend.fast_encoder(tok, encoder)
+        return None
+    asked, label = encoder
+    cand, why_not = encoders.first(tok, asked, label)
     itemsize = np.dtype(tok.ids.dtype).itemsize
-    attempts = [fast.spec, None] if fast is not None else [None]
+    verdict = None
     with bar:
-        for spec in attempts:
+        while True:
             gate = _Gate(bar)
-            executor = _executor(engine, workers, setup(tok.ids, spec), gate)
-            with executor as ex:
+            with _executor(engine, workers, setup(tok.ids, cand.spec), gate) as ex:
                 fresh = ex.map(run, schedule.feed(make_task))  # the workers start at once
-                if spec is not None:
-                    ok, how = backend.verify(tok.info, fast, backend.sample_texts(recipe, samples))
-                    if not ok:
-                        if encoder == "tiktoken":
-                            raise TokenizerError(f"--encoder tiktoken: cannot be used: {how}")
-                        bar.note(how)
-                        how = ""
+                if verdict is None:
+                    needed = cand.name != encoders.reference_name(tok)
+                    texts = encoders.sample_texts(recipe, samples) if needed else {}
+                    verdict, notes = encoders.choose(tok, cand, asked, label, texts, why_not)
+                    for note in notes:
+                        bar.note(note)
+                    again, cand = verdict.chosen.name != cand.name, verdict.chosen
+                    if again:
                         schedule.restart()
                         continue  # leaving `with` stops the workers
-                if how:
-                    bar.note(how)
+                bar.note(verdict.message)
                 gate.release()
                 for r in fresh:
                     s, u = schedule.inflight[0]
@@ -106,8 +107,7 @@ def tokenize(
                     if engine[0] == "ray":  # Ray tasks report when they are done
                         bar.update("unit", r.source, r.index, r.documents, r.tokens, r.bytes)
                     schedule.result(r)
-                return
-    raise AssertionError("unreachable: the last attempt uses tokenizers")
+                return verdict
 
 
 def reused_loader(work, key: Callable, limits: dict, bar: BuildProgress) -> Callable:

@@ -1,11 +1,10 @@
-"""Encoding backends: `tokenizers`, or tiktoken where it provably gives the same ids.
+"""The tiktoken encoder, where the vocabulary can be expressed as tiktoken ranks.
 
 For byte-level BPE vocabularies (the GPT-2 family, Llama 3, Qwen) tiktoken encodes the same ids
-several times faster than `tokenizers` (tools/bench_build.py). It is used when the vocabulary
-can be expressed as tiktoken ranks (a tiktoken file, or a byte-level BPE tokenizer.json whose
-merge order is its id order and whose pre-tokenizer is one regex) and, at the start of every
-build, both backends give identical ids on a sample of each source's documents; otherwise the
-build says why and uses `tokenizers`.
+several times faster than `tokenizers` (tools/bench_build.py). It applies to a tiktoken file,
+or a byte-level BPE tokenizer.json whose merge order is its id order and whose pre-tokenizer is
+one regex; whether it is used is decided by `mixer.builder.encoders` (same ids on a sample of
+each source's documents).
 """
 
 from __future__ import annotations
@@ -17,12 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.builder.readers import read_unit
 from mixer.builder.tiktoken_vocab import PATTERNS, _byte_encoder, read_tiktoken_ranks
-from mixer.builder.tokenizer import BuildTokenizer, Encoder, TokenizerInfo
-from mixer.builder.units import Unit
-from mixer.errors import TokenizerError
-from mixer.recipe import Recipe
+from mixer.builder.tokenizer import BuildTokenizer, Encoder
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -34,6 +29,9 @@ class TiktokenSpec:
     pattern: str
     rank_file: str | None = None  # a tiktoken file, or ...
     tokenizer_json: str | None = None  # ... a byte-level BPE tokenizer.json to convert
+
+    def load(self, *, bos_id, eos_id, dtype: str, ranks=None) -> TiktokenEncoder:
+        return TiktokenEncoder(self, bos_id=bos_id, eos_id=eos_id, dtype=dtype, ranks=ranks)
 
 
 def tiktoken_spec(tok: BuildTokenizer) -> tuple[TiktokenSpec | None, str]:
@@ -143,72 +141,3 @@ class TiktokenEncoder(Encoder):
             raise TypeError("a text with lone surrogates") from None
         lengths = np.fromiter((b.nbytes for b in bufs), np.int64, len(bufs)) >> 2
         return np.frombuffer(b"".join(bufs), np.uint32), lengths
-
-
-def fast_encoder(tok: BuildTokenizer, encoder: str) -> tuple[TiktokenEncoder | None, str]:
-    """(tiktoken encoder without BOS/EOS, or None and why not), for ``--encoder`` ``encoder``;
-    TokenizerError if ``--encoder tiktoken`` cannot be had."""
-    if encoder == "tokenizers":
-        return None, "encoding with tokenizers (as asked)"
-    spec, why = tiktoken_spec(tok)
-    fast = None
-    if spec is not None:
-        try:
-            fast = TiktokenEncoder(
-                spec, bos_id=None, eos_id=None, dtype=tok.ids.dtype, ranks=tok.ranks
-            )
-        except Exception as e:  # noqa: BLE001 (a vocabulary tiktoken cannot take, for any reason)
-            why = f"tiktoken cannot take this vocabulary: {e}"
-    if fast is None and encoder == "tiktoken":
-        raise TokenizerError(f"--encoder tiktoken: cannot be used: {why}")
-    return fast, f"encoding with tokenizers ({why})"
-
-
-def verify(info: TokenizerInfo, fast: TiktokenEncoder, samples: list[str]) -> tuple[bool, str]:
-    """(same ids, message): tiktoken is used only if it gives the same ids as `tokenizers` on
-    ``samples``."""
-    ref = Encoder(info.tokenizer or info.json, bos_id=None, eos_id=None, dtype=info.dtype)
-    a, la = ref.encode(samples)
-    b, lb = fast.encode(samples)
-    if not (np.array_equal(la, lb) and np.array_equal(a, b)):
-        bad = next(i for i in range(len(samples)) if not _same(a, la, b, lb, i))
-        return False, (
-            "WARNING: tiktoken and tokenizers give different ids on sample document"
-            f" {bad} ({samples[bad][:60]!r}...): encoding with tokenizers (slower)"
-        )
-    tokens = int(la.sum())
-    return True, (
-        f"encoding with tiktoken (identical ids on {len(samples)} sample documents,"
-        f" {tokens:,} tokens)"
-    )
-
-
-def _same(a, la, b, lb, i) -> bool:
-    sa, sb = int(la[:i].sum()), int(lb[:i].sum())
-    return la[i] == lb[i] and np.array_equal(a[sa : sa + la[i]], b[sb : sb + lb[i]])
-
-
-def sample_texts(recipe: Recipe, units: dict[str, list[Unit]], chars: int = 64_000) -> list[str]:
-    """The first documents of each source to build (about ``chars`` characters each), for
-    the check that the fast encoding backend gives the same ids."""
-    out = []
-    for s in recipe.sources:
-        got = 0
-        for u in units.get(s.name, [])[:4]:
-            for _, text, reason in read_unit(u, s):
-                if reason is None and _valid(text):
-                    out.append(text[:20_000])
-                    got += len(out[-1])
-                if got >= chars:
-                    break
-            if got >= chars:
-                break
-    return out
-
-
-def _valid(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:  # lone surrogates: the workers count and skip them
-        return False

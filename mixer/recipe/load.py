@@ -22,6 +22,7 @@ from mixer.syntax import NAME_RE
 
 TXT_MODES = ("file", "line", "paragraph")
 TIKTOKEN_PATTERNS = ("llama3", "qwen")
+ENCODERS = ("auto", "gigatoken", "tiktoken", "tokenizers")  # mixer.builder.encoders
 DEFAULT_SHARD_SIZE = 1 << 26  # 64 MiB of uncompressed blocks per MDS shard
 DEFAULT_MAX_DOCUMENT = 1 << 26  # a longer JSON record or text line is skipped (too_long)
 
@@ -36,6 +37,9 @@ class TokenizerSpec:
     eos: bool = True
     bos_token: str | None = None
     eos_token: str | None = None
+    # which encoder builds (mixer.builder.encoders): never part of the ids, so never of the
+    # build's identity (Recipe.to_dict leaves it out)
+    encoder: str = "auto"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +103,7 @@ class Recipe:
         del d["output"], d["path"]
         d["sources"] = [s.to_dict() for s in self.sources]
         d["mixture"] = self.mixture.to_dict()
+        del d["tokenizer"]["encoder"]  # the same ids whichever encoder: the manifest's `encoders`
         return d
 
 
@@ -203,6 +208,7 @@ def _tokenizer(k: Keys, base: Path) -> TokenizerSpec:
         eos=k.bool("eos"),
         bos_token=k.str("bos_token"),
         eos_token=k.str("eos_token"),
+        encoder=k.choice("encoder", ENCODERS),
     )
     k.finish()
     return spec

@@ -396,18 +396,19 @@ def test_tiktoken_and_tokenizers_encoders_write_the_same_bytes(
 def test_a_failed_encoder_check_redoes_the_units_with_tokenizers(
     cli, write_recipe, tmp_path, monkeypatch
 ):
-    """The check runs while the workers already encode with tiktoken: when it fails, those
-    units are encoded again with `tokenizers`, each reported once, and the bytes are the
-    reference's."""
-    import mixer.builder.tiktoken_fast as backend
+    """The check runs while the workers already encode with the first candidate: when every
+    faster encoder fails it, those units are encoded again with `tokenizers`, each reported
+    once, and the bytes are the reference's."""
+    import mixer.builder.encoders as encoders
 
     recipe = write_recipe(small_recipe(tmp_path, validation={"docs": 4}))
     ref = cli("build", recipe, "-w", "2", "-o", tmp_path / "ref", "--encoder", "tokenizers")
     assert ref.exit_code == 0, ref.output
-    monkeypatch.setattr(backend, "verify", lambda *a: (False, "WARNING: differ (forced)"))
+    monkeypatch.setattr(encoders, "_first_difference", lambda *a: 0)  # every check fails
     result = cli("build", recipe, "-w", "2", "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
-    assert "WARNING: differ (forced)" in result.output
+    assert "WARNING: tiktoken and tokenizers give different ids" in result.output
+    assert "encoding with tokenizers" in result.output
     events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     units = [(e["source"], e["unit"]) for e in events if e["event"] == "unit"]
     sources = Manifest.load(tmp_path / "ref").sources.values()
@@ -432,9 +433,8 @@ def test_tiktoken_is_refused_loudly_where_it_does_not_apply(cli, write_recipe, t
     (tmp_path / "d.jsonl").write_text('{"text": "a b a"}\n' * 8)
     recipe = one_source({"files": "d.jsonl"}, tokenizer={"path": str(tmp_path / "tok.json")})
     result = cli("build", write_recipe(recipe), "-w", "1")
-    assert (
-        result.exit_code == 0 and "encoding with tokenizers (not a byte-level BPE" in result.output
-    )
+    assert result.exit_code == 0
+    assert "tiktoken: not a byte-level BPE without normalizer" in result.output
     result = cli("build", write_recipe(recipe), "-w", "1", "--encoder", "tiktoken", "-o", "b")
     assert result.exit_code == 2 and "--encoder tiktoken: cannot be used" in result.output
 

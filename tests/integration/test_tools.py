@@ -34,24 +34,30 @@ def _run(tmp_path, script: str, *args: str) -> dict:
     return json.loads(out[out.index("{") : out.rindex("}") + 1])
 
 
-def test_build_benchmark_runs_and_compares_the_same_tokens(tmp_path):
+@pytest.mark.parametrize("tokenizer", ["qwen", "sentencepiece"])
+def test_build_benchmark_runs_and_compares_the_same_tokens(tmp_path, tokenizer):
     res = _run(
         tmp_path,
         "bench_build.py",
         "--mb",
-        "1",
+        "0.5",
         "--reps",
         "1",
-        "--scale",
-        "0",
         "--only",
         "compare",
+        "--procs",
+        "1,2",
+        "--tokenizer",
+        tokenizer,
         "--keep",
         str(tmp_path / "corpus"),
     )
-    compare = res.get("compare", res)
-    assert compare["same_tokens"] is True
-    assert compare["ratio_p1"] > 0 and compare["ratio_p2"] > 0
+    compare = res["compare"]
+    assert compare["same_tokens"] is True and compare["same_fingerprint_as_before"] is True
+    assert compare["build_encoder"] == ["gigatoken"]
+    for p in (1, 2):
+        assert compare[f"ratio_gigatoken_p{p}"] > 0 and compare[f"speedup_p{p}"] > 0
+        assert (f"ratio_tiktoken_p{p}" in compare) == (tokenizer == "qwen")
 
 
 def test_serving_benchmark_runs_and_serves_the_planned_shares(tmp_path):
