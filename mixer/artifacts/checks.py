@@ -33,7 +33,6 @@ from mixer.syntax import NAME_RE
 from mixer.typed import FieldError
 
 ORIGINS_FILE = "origins.bin"  # a split's provenance table (`mixer.artifacts.origins`)
-
 # Matched with fullmatch, never match and `$` (which matches before a trailing newline: "a\n")
 SHARD_FILE_RE = re.compile(r"shard\.[0-9]{5,9}\.mds\.zstd")  # ShardWriter's names
 HEX64_RE = re.compile(r"[0-9a-f]{64}")  # a sha256 (hex), as every fingerprint and hash

@@ -236,3 +236,10 @@ def _valid(text: str) -> bool:
         return True
     except UnicodeEncodeError:  # lone surrogates: the workers count and skip them
         return False
+
+
+def asked(recipe: Recipe, cli: str | None) -> tuple[str, str]:
+    """(the encoder asked for, where: for messages)."""
+    if cli is not None:
+        return cli, f"--encoder {cli}"
+    return recipe.tokenizer.encoder, f"{recipe.path}: tokenizer.encoder: {recipe.tokenizer.encoder}"

@@ -7,8 +7,7 @@ error here is a recipe mistake, nothing is written); (2) tokenize every unit in 
 spilling ids next to the output (`mixer.builder.run_units`); (3) per source, stream the spill
 files in unit order into packed MDS shards (`mixer.builder.merge`), and link the others'
 shards; (4) write the manifest and the plan, and publish. Results are merged in unit order, so
-the bytes written do not depend on the executor. Everything the steps share is one frozen
-`Build`, so no step takes a long list of arguments.
+the bytes written do not depend on the executor. The steps share one frozen `Build`.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from rich.console import Console
 
 from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.planfile import save_plan, train_plan
-from mixer.builder import decide, reuse, take_reuse
+from mixer.builder import decide, encoders, reuse, take_reuse
 from mixer.builder.executors import auto_workers, emit, worker_state
 from mixer.builder.merge import SourceMerge
 from mixer.builder.outdir import BuildDir, write_error
@@ -164,11 +163,8 @@ def run_build(
     decisions = decide.decide(recipe, reuse.previous(Path(recipe.output)), ident, takes)
     todo = [s for s in recipe.sources if decisions[s.name].linked is None]
     tok = None
-    # a `from:` build's recorded identity is not trusted: the recipe's tokenizer is loaded and
-    # its fingerprint compared with the one recomputed from that build's files (reuse.reference)
-    foreign = any(s.reuse for s in recipe.sources)
-    linked = decide.linked(decisions)
-    if todo or foreign or any(m.tokenizer.identity != ident for m, _ in linked):
+    foreign = any(s.reuse for s in recipe.sources)  # its recorded tokenizer is not trusted
+    if todo or foreign or any(m.tokenizer.identity != ident for m, _ in decide.linked(decisions)):
         tok = BuildTokenizer(recipe.tokenizer)
     decide.check_from(recipe, tok.info if tok else None, decisions)
     # a source under a take is planned lazily: only the files it reaches are opened
@@ -187,7 +183,7 @@ def run_build(
             takes=takes,
             workers=workers or auto_workers(todo),
             strict=strict,
-            encoder=_asked(recipe, encoder),
+            encoder=encoders.asked(recipe, encoder),
             engine=(engine, address),
             bar=bar,
         )
@@ -293,13 +289,6 @@ def _tokenize(b: Build):
         make_task=b.task,
     )
     return schedule, merges, verdict
-
-
-def _asked(recipe: Recipe, cli: str | None) -> tuple[str, str]:
-    """(the encoder asked for, where: for messages)."""
-    if cli is not None:
-        return cli, f"--encoder {cli}"
-    return recipe.tokenizer.encoder, f"{recipe.path}: tokenizer.encoder: {recipe.tokenizer.encoder}"
 
 
 def _identity(path: str) -> dict[str, str]:

@@ -24,7 +24,8 @@ plan's fingerprint) and the hypothesis properties of tests/unit/test_plan*.py.
 """
 
 from mixer.plan.allocate import allocate, largest_total_without_repeats
-from mixer.plan.core import FORMAT, Plan, SourcePlan, make_plan
+from mixer.plan.core import FORMAT, Plan, SourcePlan
+from mixer.plan.make import make_plan
 from mixer.plan.phases import Allocation, Phase, PhaseWeights, planned_samples
 from mixer.plan.slicing import Slicing
 

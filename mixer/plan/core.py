@@ -16,9 +16,9 @@ import numpy as np
 
 from mixer.errors import PlanError
 from mixer.identity import digest
-from mixer.plan.limits import check_epochs, check_lengths, check_phases, phase_label
+from mixer.plan.limits import phase_label
 from mixer.plan.passes import PassOrder, name_key, pass_order
-from mixer.plan.phases import Amendment, Phase, PhaseWeights, planned_samples
+from mixer.plan.phases import Amendment, Phase
 from mixer.plan.segments import Segments
 from mixer.plan.skips import Skipped
 from mixer.typed import from_json, to_json
@@ -225,77 +225,3 @@ class Plan:
             return full
         last = src.num_blocks - 1
         return full + int(self._pass(s, full).inverse(np.array([last]))[0] < rest)
-
-
-def make_plan(
-    *,
-    manifest: str,
-    split: str,
-    seed: int,
-    seq_len: int,
-    names: list[str],
-    blocks: list[int],
-    shard_sizes: list[tuple[int, ...]],
-    padding: list[int],
-    weights: list[float] | None = None,
-    phases: list[PhaseWeights] | None = None,
-    total: int | None = None,
-    max_epochs: float | None = None,
-    source_max_epochs: list[float | None] | None = None,
-    shuffle: str = "blocks",
-    window: int = 8,
-) -> Plan:
-    """Allocate, check and freeze a plan; PlanError names the source, the numbers and fixes.
-
-    Give ``weights`` (one per source) or ``phases``; a single phase is the same plan as its
-    weights alone (same order, same fingerprint). ``source_max_epochs`` overrides
-    ``max_epochs`` per source (None: the mixture's).
-    """
-    for name, b in zip(names, blocks, strict=True):
-        if b == 0:
-            raise PlanError(
-                f"sources.{name}: no {split} blocks to serve (too little text for one block of"
-                f" {seq_len} tokens); add data, lower seq_len, or use `remainder: pad`"
-            )
-    if phases is not None:
-        check_phases(phases, len(names))
-        if len(phases) == 1:
-            weights, phases = list(phases[0].weights), None
-    alloc = planned_samples(weights=weights, phases=phases, blocks=blocks, total=total)
-    total = alloc.total
-    counts = alloc.per_source
-    if phases is not None:
-        weights = [c / total if total else 0.0 for c in counts]
-    srcs = tuple(
-        SourcePlan(
-            name=nm,
-            weight=w,
-            num_blocks=b,
-            num_samples=c,
-            shard_sizes=tuple(ss),
-            padding_tokens=pad,
-        )
-        for nm, w, b, c, ss, pad in zip(
-            names, weights, blocks, counts, shard_sizes, padding, strict=True
-        )
-    )
-    records = ()
-    if phases is not None:
-        records = tuple(
-            Phase(name=p.name, until=p.until, end=e, weights=tuple(p.weights), counts=c)
-            for p, e, c in zip(phases, alloc.ends, alloc.counts, strict=True)
-        )
-    check_lengths(records, total)
-    limits = source_max_epochs or [None] * len(names)
-    check_epochs(srcs, records, [max_epochs if x is None else x for x in limits], limits)
-    return Plan(
-        manifest=manifest,
-        split=split,
-        seed=seed,
-        seq_len=seq_len,
-        total=total,
-        sources=srcs,
-        shuffle=shuffle,
-        window=window,
-        phases=records,
-    )

@@ -18,7 +18,7 @@ from mixer.serve import state
 from mixer.serve.buffers import Buffers, chunk_samples
 from mixer.serve.cache import SplitStore, cache_root, check_limit, open_build
 from mixer.serve.cache_limit import CacheLimit, parse_limit
-from mixer.serve.online import Online, agree
+from mixer.serve.online import Online
 from mixer.serve.pin import check_expected
 from mixer.serve.positions import padding_of, positions_of_starts
 from mixer.serve.ranks import rank_world
@@ -49,12 +49,8 @@ class StreamingMixture(IterableDataset):
             $MIXER_CACHE_LIMIT, else no limit): least recently used shards are evicted.
         expect: the plan fingerprint `mixer verify` printed: any other plan is refused.
 
-    Each sample is ``{"input_ids", "position_ids", "source", "index"}``: int64 arrays of
-    seq_len tokens, position ids restarting at 0 at each document start, the source's name and
-    the sample's index in the global sequence. When a source of the plan was built with
-    ``remainder: pad``, every sample also has ``num_padding``: the padding tokens at the end of
-    ``input_ids`` (0 except in that source's last block), so that a collator can leave them out
-    of the loss.
+    A sample: ``input_ids``, ``position_ids`` (0 at each document start), ``source``, ``index``
+    (global), and ``num_padding`` for builds that pad (docs/training.md).
     """
 
     def __init__(
@@ -187,15 +183,9 @@ class StreamingMixture(IterableDataset):
         process has not started (with DataLoader workers use ``MixerLoader.set_weights``, or
         give ``at_sample`` and start a new iteration). Every data-parallel rank must make the
         same change (checked)."""
-        if self.split != "train" or len(self.plan.sources) < 2:
-            raise UsageError("set_weights: only for a training mixture of several sources")
         sl = self._slicing()
-        done = self._skip + -(-self._yielded // sl.batch)
-        position = sl.global_seen(done)
-        at = position if at_sample is None else at_sample
-        agree(at, dict(weights))
-        self._online.add(at, weights, position)
-        return at
+        position = sl.global_seen(self._skip + -(-self._yielded // sl.batch))  # batches started
+        return self._online.set(weights, at_sample, position, self.split)
 
     def _batches_done(self, batch: int) -> int:
         """Batches this process handed out in the current iteration (a short last one counts)."""
@@ -210,12 +200,9 @@ class StreamingMixture(IterableDataset):
 
     # -- iteration ------------------------------------------------------------------------
     def __iter__(self):
-        """Serve this rank's (and DataLoader worker's) batches from the current state.
-
-        Training continues after the batches this process already handed out (a second pass
-        over a consumed plan is empty: the plan is the whole run); validation starts again at
-        its state each time, so every evaluation sees the same held-out blocks.
-        """
+        """This rank's (and worker's) batches from the current state: training continues after
+        the batches already handed out (the plan is the whole run, never a second pass);
+        validation starts at its state each time (every evaluation sees the same blocks)."""
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         sl = self._slicing()

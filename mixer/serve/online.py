@@ -50,6 +50,16 @@ class Online:
         self.changes.append((at, named))
         self.version += 1
 
+    def set(self, weights, at_sample: int | None, position: int, split: str) -> int:
+        """`StreamingMixture.set_weights`: at ``at_sample``, or at ``position`` (the first
+        global-batch boundary the process has not started); the same on every rank."""
+        if split != "train" or len(self.plan.sources) < 2:
+            raise UsageError("set_weights: only for a training mixture of several sources")
+        at = position if at_sample is None else at_sample
+        agree(at, dict(weights))
+        self.add(at, weights, position)
+        return at
+
     def replace(self, changes) -> None:
         """The changes of a resume state (``state["journal"]``), applied to the build's plan."""
         checked = _checked(changes, {s.name for s in self.base.sources})
