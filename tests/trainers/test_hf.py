@@ -135,7 +135,8 @@ def test_resume_is_exact_and_reads_nothing_twice(out, tmp_path):
     state = json.loads((ckpt / "trainer_state.json").read_text())
     state["stateful_callbacks"]["MixerProgress"]["attributes"]["plan"] = "0" * 64
     (ckpt / "trainer_state.json").write_text(json.dumps(state))
-    with pytest.raises(StateError, match=r"checkpoint at step 2 trained another plan \(000000"):
+    other = r"checkpoint at step 2: this state is from another plan \(000000"
+    with pytest.raises(StateError, match=other):
         trainer(tiny_llama(), str(out)).train(resume_from_checkpoint=str(ckpt))
     del state["stateful_callbacks"]["MixerProgress"]
     (ckpt / "trainer_state.json").write_text(json.dumps(state))

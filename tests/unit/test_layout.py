@@ -143,7 +143,7 @@ def test_modules_and_functions_are_small():
         if len(text.splitlines()) > 300:
             long_modules.append(name)
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                if node.end_lineno - node.lineno + 1 > 60:
-                    long_functions.append(f"{name}.{node.name}")
+            function = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if function and node.end_lineno - node.lineno + 1 > 60:
+                long_functions.append(f"{name}.{node.name}")
     assert not long_modules and not long_functions, (long_modules, long_functions)
