@@ -42,7 +42,8 @@ def test_a_recipe_source_name_with_a_trailing_newline_is_refused(tmp_path):
 
 
 # -- inspect escapes control characters -------------------------------------------------------
-def built(cli, tmp_path, text: str) -> Path:
+def build(cli, tmp_path, text: str):
+    """Build one JSON-lines document of ``text`` into tmp_path/out; the CLI result."""
     (tmp_path / "d.jsonl").write_text(json.dumps({"text": text}) + "\n")
     recipe = {
         "seq_len": 16,
@@ -52,7 +53,11 @@ def built(cli, tmp_path, text: str) -> Path:
         "sources": {"s": {"weight": 1, "files": "d.jsonl"}},
     }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    result = cli("build", tmp_path / "r.yaml", "-w", "1", "--no-progress")
+    return cli("build", tmp_path / "r.yaml", "-w", "1", "--no-progress")
+
+
+def built(cli, tmp_path, text: str) -> Path:
+    result = build(cli, tmp_path, text)
     assert result.exit_code == 0, result.output
     return tmp_path / "out"
 
@@ -125,16 +130,7 @@ def test_a_foreign_folder_beside_the_output_is_never_touched(cli, tmp_path, name
 
 
 def _build_fresh(cli, tmp_path):
-    (tmp_path / "d.jsonl").write_text(json.dumps({"text": "text " * 40}) + "\n")
-    recipe = {
-        "seq_len": 16,
-        "tokenizer": {"path": str(TOKENIZER)},
-        "output": "out",
-        "validation": {"fraction": 0},
-        "sources": {"s": {"weight": 1, "files": "d.jsonl"}},
-    }
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    return cli("build", tmp_path / "r.yaml", "-w", "1", "--no-progress")
+    return build(cli, tmp_path, "text " * 40)
 
 
 def test_a_build_cut_between_its_renames_is_restored_and_rebuilt(cli, tmp_path):
