@@ -171,11 +171,10 @@ def stats(
     manifest, plan = _open(output)
     check_files(manifest)
     if state_path:
-        from mixer.report.state_file import read_state, served_plan
+        from mixer.report.state_file import state_plan
 
-        state = read_state(state_path)
-        plan = served_plan(plan, state)
-        at_sample = state["samples_seen"] if at_sample is None else at_sample
+        plan, seen = state_plan(plan, state_path)
+        at_sample = seen if at_sample is None else at_sample
     summary = summarize(manifest, plan, at_sample)
     if plot_path:
         from mixer.report.plot import plot
@@ -207,6 +206,12 @@ def stats(
 @click.option("--world-size", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the pieces' origins as JSON.")
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False),
+    help="A saved resume state: samples as its run was served (online changes) [its last].",
+)
 @_friendly
 def inspect(
     output: str,
@@ -220,15 +225,24 @@ def inspect(
     world_size: int,
     grad_accum: int,
     as_json: bool,
+    state_path: str | None,
 ) -> None:
     """Decode a block of OUTPUT back to text, with where each piece of it comes from (input
     file, record, characters): a block, global sample N, or a rank's share of a step."""
     from mixer.report.inspect import describe_block, describe_sample, render
     from mixer.report.provenance import Provenance, served_pieces, served_samples
 
+    manifest, plan = _open(output)
+    if state_path:
+        from mixer.report.state_file import state_plan
+
+        plan, seen = state_plan(plan, state_path)
+        if sample is None and step is None and source is None:
+            if not seen:
+                raise click.UsageError(f"--state {state_path}: no sample trained yet")
+            sample = seen - 1  # the last sample the run trained on
     if (source is not None) + (sample is not None) + (step is not None) != 1:
         raise click.UsageError("give --source NAME (with --index, --split), --sample N or --step S")
-    manifest, plan = _open(output)
     prov = Provenance(manifest)
     samples = None
     if source is None:

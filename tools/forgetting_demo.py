@@ -45,7 +45,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16, help="blocks of 128 tokens per step")
     p.add_argument("--lr", type=float, default=1e-3, help="continued pre-training peak lr")
     p.add_argument("--pretrain-lr", type=float, default=2e-3, help="pretraining peak lr")
-    p.add_argument("--eval-every", type=int, default=25, help="steps between held-out losses")
+    p.add_argument("--eval-every", type=int, default=10, help="steps between held-out losses")
     p.add_argument("--eval-blocks", type=int, default=None, help="cap per held-out set")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--out", type=Path, default=Path("out/forgetting"), help="work folder")
@@ -106,6 +106,7 @@ def jobs_for(args, outs, seed: int) -> tuple[Job, list[Job]]:
             warmup=10,
             eval_every=args.eval_every,
             init=str(ckpt),
+            controller=run.controller,
             **common,
         )
         for run in builds.RUNS

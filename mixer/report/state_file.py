@@ -58,3 +58,15 @@ def served_plan(plan, state: dict):
     online = Online(plan)
     online.replace(state.get("journal", []))
     return online.plan
+
+
+def state_plan(plan, path: str | Path):
+    """(the plan a saved state's run was served, its samples_seen)."""
+    state = read_state(path)
+    seen = state["samples_seen"]
+    if not 0 <= seen <= plan.total:
+        raise UsageError(
+            f"--state {path}: samples_seen {seen:,} is beyond this plan's {plan.total:,} samples;"
+            " is it a state of this build?"
+        )
+    return served_plan(plan, state), seen

@@ -148,12 +148,11 @@ def test_a_remote_object_that_grows_while_downloaded_is_cut(tmp_path, monkeypatc
         def get_object(self, **_):
             return {"Body": Body()}
 
-    monkeypatch.setattr(S3Downloader, "_create_s3_client", lambda self: setattr(
-        self, "_s3_client", Client()
-    ))
+    monkeypatch.setattr(
+        S3Downloader, "_create_s3_client", lambda self: setattr(self, "_s3_client", Client())
+    )
     monkeypatch.setattr(download, "PIECE", 4096)
     monkeypatch.setattr(download, "_CLIENTS", {})
     with pytest.raises(TooLarge, match=r"s3://b/x: more than the 5,000 bytes expected"):
         download.download("s3://b/x", tmp_path / "x", 5000)
     assert Body.served <= 2 * 4096 and list(tmp_path.iterdir()) == []
-

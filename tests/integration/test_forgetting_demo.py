@@ -91,6 +91,22 @@ def test_quick_run_end_to_end(tmp_path):
         assert abs(plans[name]["en"]["samples"] - weight * total) < 1, name  # largest remainder
     assert plans["repeat-5"]["poems"]["epochs"] > plans["replay-5"]["zh"]["epochs"]
 
+    # the controller arms set weights while training: every change is in the run's journal,
+    # applied from the next batch, and the loop trained exactly what the amended plan serves
+    for run in (r for r in builds.RUNS if r.budget is not None):
+        got = doc["runs"][run.name]
+        for changes, journal, served in zip(
+            got["changes"], got["journal"], got["served"], strict=True
+        ):
+            assert changes, run.name  # the first evaluation sets the starting weights
+            assert [c[1] for c in changes] == [j[0] for j in journal]
+            assert all(at == (step + 1) * doc["settings"]["batch_size"] for step, at, _ in changes)
+            assert [c[2] for c in changes] == [round(j[1]["en"], 5) for j in journal]
+            assert sum(served.values()) == total
+    verdicts = {v["run"]: v for v in doc["controller"]}
+    assert set(verdicts) == {f"controller-{b:g}" for b in builds.BUDGETS}
+    assert all(v["answer"] in (True, False, None) for v in verdicts.values())
+
     # what the demo is about, already after 8 steps: without replay English is lost faster
     rows = {row["run"]: row for row in doc["table"]}
     assert len(rows) == len(builds.RUNS)

@@ -275,6 +275,22 @@ def test_online_changes_replay_from_the_state_on_any_ranks_and_workers(built, tm
     bad = cli("stats", built, "--state", tmp_path / "nope.json")
     assert bad.exit_code == 2 and "--state" in bad.output and "no such file" in bad.output
 
+    # inspect --state: the samples as the run was served (its journal), not as the build planned
+    last = max(got)
+    r = cli("inspect", built, "--state", tmp_path / "state.json", "--json")
+    assert r.exit_code == 0, r.output
+    pieces = json.loads(r.output)
+    assert {p["source"] for p in pieces} == {got[last][0]}  # the last sample trained
+    planned = StreamingMixture(built).plan
+    names = [src.name for src in planned.sources]
+    differs = next(i for i in sorted(got) if got[i][0] != names[planned.locate(i)[0]])
+    r = cli("inspect", built, "--state", tmp_path / "state.json", "--sample", differs, "--json")
+    assert r.exit_code == 0 and {p["source"] for p in json.loads(r.output)} == {got[differs][0]}
+    beyond = json.dumps({"samples_seen": 10**9, "journal": []})
+    (tmp_path / "far.json").write_text(beyond)
+    r = cli("inspect", built, "--state", tmp_path / "far.json")
+    assert r.exit_code == 2 and "beyond this plan" in r.output
+
 
 def test_an_earlier_amendment_replaces_later_entries(out, cli):
     assert (

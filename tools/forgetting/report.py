@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 CURVES = {"en": "held-out English", "zh": "held-out Chinese", "poems": "held-out poems"}
+REPLAY = "en"
 
 
 def spread(values: list[float]) -> dict:
@@ -33,12 +34,16 @@ def summarize(settings: dict, runs, plans: dict, results: dict[str, dict]) -> di
         got = [results[f"{run.name}/seed-{s}"] for s in seeds]
         doc["runs"][run.name] = {
             "label": run.label,
+            "budget": run.budget,
             "recipe": f"recipes/forgetting/{run.recipe}",
             "replay": run.replay,
             "new_source": run.new_source,
             "plan": plans[run.name],
             "steps": got[0]["steps"],
             "curves": {k: [[round(v, 4) for v in r[k]] for r in got] for k in CURVES},
+            "served": [r["served"] for r in got],
+            "changes": [r["changes"] for r in got],
+            "journal": [r["journal"] for r in got],
         }
         doc["table"].append(
             {
@@ -50,23 +55,63 @@ def summarize(settings: dict, runs, plans: dict, results: dict[str, dict]) -> di
                 "en_increase": spread([r["en"][-1] - r["en"][0] for r in got]),
                 "zh_after": spread([r["zh"][-1] for r in got]),
                 "poems_after": spread([r["poems"][-1] for r in got]),
+                "replay_tokens": spread([r["tokens"].get(REPLAY, 0) for r in got]),
+                "replay_share": spread([_share(r["served"]) for r in got]),
             }
         )
+    doc["controller"] = verdicts(doc, runs)
     return doc
+
+
+def _share(served: dict[str, int]) -> float:
+    return served.get(REPLAY, 0) / sum(served.values())
+
+
+def verdicts(doc: dict, runs) -> list[dict]:
+    """Issue 19's question, per controller arm: at new-domain loss within 1% of the fixed arm's,
+    does it stay within its budget while using >= 25% fewer replay tokens than the cheapest
+    fixed ratio that stays within it? Means over seeds; a negative answer is reported as such."""
+    rows = {row["run"]: row for row in doc["table"]}
+    fixed = [r for r in runs if r.budget is None and r.recipe == "continue.yaml"]
+    out = []
+    for run in (r for r in runs if r.budget is not None):
+        mine = rows[run.name]
+        within = [r for r in fixed if rows[r.name]["en_increase"]["mean"] <= run.budget]
+        cheapest = min(within, key=lambda r: rows[r.name]["replay_tokens"]["mean"], default=None)
+        v = {
+            "run": run.name,
+            "budget": run.budget,
+            "rise": mine["en_increase"]["mean"],
+            "within_budget": mine["en_increase"]["mean"] <= run.budget,
+            "replay_tokens": mine["replay_tokens"]["mean"],
+            "cheapest_fixed": cheapest and cheapest.name,
+        }
+        if cheapest is not None:
+            ref = rows[cheapest.name]
+            v["fixed_replay_tokens"] = ref["replay_tokens"]["mean"]
+            v["saving"] = round(1 - v["replay_tokens"] / ref["replay_tokens"]["mean"], 4)
+            v["new_loss_gap"] = round(mine["zh_after"]["mean"] / ref["zh_after"]["mean"] - 1, 4)
+            v["answer"] = bool(
+                v["within_budget"] and v["saving"] >= 0.25 and abs(v["new_loss_gap"]) <= 0.01
+            )
+        else:
+            v["answer"] = None  # no fixed arm stays within this budget: nothing to compare
+        out.append(v)
+    return out
 
 
 def table(doc: dict) -> str:
     """The table as Markdown (README pastes it as printed)."""
     n = len(doc["settings"]["seeds"])
     head = (
-        "| run | passes over the new data | English before | English after | English increase"
-        " | Chinese after | poems after |"
+        "| run | replay share | replay tokens | passes over the new data | English before"
+        " | English after | English increase | Chinese after | poems after |"
     )
     lines = [
         f"Held-out loss (nats per token), mean ± sd over {n} seeds:",
         "",
         head,
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(c: dict) -> str:
@@ -74,11 +119,32 @@ def table(doc: dict) -> str:
 
     for row in doc["table"]:
         lines.append(
-            f"| {row['label']} | {row['new_passes']:.1f} | {f(row['en_before'])}"
+            f"| {row['label']} | {100 * row['replay_share']['mean']:.1f}%"
+            f" | {row['replay_tokens']['mean'] / 1000:.1f}k | {row['new_passes']:.1f}"
+            f" | {f(row['en_before'])}"
             f" | {f(row['en_after'])} | {f(row['en_increase'])} | {f(row['zh_after'])}"
             f" | {f(row['poems_after'])} |"
         )
+    lines += ["", *(answer(v) for v in doc.get("controller", []))]
     return "\n".join(lines)
+
+
+def answer(v: dict) -> str:
+    """One controller arm's verdict as a sentence."""
+    head = (
+        f"Controller, budget {v['budget']:g}: English rise {v['rise']:.3f}"
+        f" ({'within' if v['within_budget'] else 'above'} budget),"
+        f" {v['replay_tokens'] / 1000:.1f}k replay tokens"
+    )
+    if v["answer"] is None:
+        return head + "; no fixed ratio stays within this budget."
+    return head + (
+        f" against {v['fixed_replay_tokens'] / 1000:.1f}k for {v['cheapest_fixed']}, the cheapest"
+        f" fixed ratio within it ({100 * v['saving']:.0f}% fewer), Chinese loss"
+        f" {100 * v['new_loss_gap']:+.1f}%: "
+        + ("**yes**" if v["answer"] else "**no**")
+        + " (within budget with >= 25% fewer replay tokens, Chinese loss within 1%)."
+    )
 
 
 def plot(doc: dict, path: Path) -> None:
@@ -88,28 +154,30 @@ def plot(doc: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 4.2), sharex=True)
-    colors = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange"]
-    for ax, (key, title) in zip(axes, CURVES.items(), strict=True):
-        for color, (_, run) in zip(colors, doc["runs"].items(), strict=False):
+    fig, axes = plt.subplots(1, len(CURVES) + 1, figsize=(5 * (len(CURVES) + 1), 4.2))
+    colors = [plt.get_cmap("tab10")(i) for i in range(len(doc["runs"]))]
+    for ax, (key, title) in zip(axes, CURVES.items(), strict=False):
+        for color, (_, run) in zip(colors, doc["runs"].items(), strict=True):
             curves = run["curves"][key]
             steps = run["steps"]
             mean = [sum(c) / len(c) for c in zip(*curves, strict=True)]
             sds = [spread(list(c))["sd"] for c in zip(*curves, strict=True)]
             style = "--" if run["recipe"].endswith("repeat.yaml") else "-"
+            style = ":" if run.get("budget") is not None else style
             ax.plot(steps, mean, style, color=color, label=run["label"], lw=1.6)
             ax.fill_between(
                 steps,
                 [m - s for m, s in zip(mean, sds, strict=True)],
                 [m + s for m, s in zip(mean, sds, strict=True)],
                 color=color,
-                alpha=0.2,
+                alpha=0.15,
                 lw=0,
             )
         _clip_start(ax, doc, key)
         ax.set_title(title)
         ax.set_xlabel("continued pre-training step")
         ax.grid(alpha=0.3)
+    _tradeoff(axes[-1], doc, colors)
     axes[0].set_ylabel("loss (nats per token)")
     axes[0].legend(fontsize=8)
     s = doc["settings"]
@@ -122,6 +190,41 @@ def plot(doc: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _tradeoff(ax, doc: dict, colors) -> None:
+    """Replay tokens against the English loss rise: the fixed ratios as a line, the controller
+    arms as stars, their budgets as dotted lines."""
+    rows = {row["run"]: row for row in doc["table"]}
+    fixed, x, y = [], [], []
+    for color, (name, run) in zip(colors, doc["runs"].items(), strict=True):
+        if run["recipe"].endswith("repeat.yaml"):
+            continue
+        row = rows[name]
+        tx, ty = row["replay_tokens"]["mean"] / 1000, row["en_increase"]["mean"]
+        star = run.get("budget") is not None
+        ax.errorbar(
+            tx,
+            ty,
+            yerr=row["en_increase"]["sd"],
+            fmt="*" if star else "o",
+            color=color,
+            ms=12 if star else 6,
+            label=run["label"] if star else None,
+        )
+        if star:
+            ax.axhline(run["budget"], color=color, ls=":", lw=1)
+        else:
+            fixed.append((tx, ty))
+    if fixed:
+        x, y = zip(*sorted(fixed), strict=True)
+        ax.plot(x, y, "-", color="grey", lw=1, label="fixed ratios")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_title("replay tokens against forgetting")
+    ax.set_xlabel("replay tokens trained (thousands)")
+    ax.set_ylabel("English loss increase")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def _clip_start(ax, doc: dict, key: str) -> None:

@@ -60,6 +60,7 @@ class Job:
     init: str | None = None  # a checkpoint to start from (continued pre-training)
     save: str | None = None  # where to write the final weights
     eval_blocks: int | None = None  # N held-out blocks per set, evenly spread (--quick)
+    controller: dict | None = None  # ReplayController arguments: weights set while training
 
 
 def lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -104,6 +105,14 @@ def evaluate(model, blocks, batch_size: int = 32) -> float:
     return total / count
 
 
+def _controller(job: Job):
+    if job.controller is None:
+        return None
+    from mixer.integrations.controllers import ReplayController
+
+    return ReplayController(**job.controller)
+
+
 def run(job: Job) -> dict:
     """Train ``job``: {"name", "steps": [..], CURVE: [loss at each of those steps], ...}."""
     import torch
@@ -127,15 +136,25 @@ def run(job: Job) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=job.lr, betas=(0.9, 0.95), weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, job.warmup))
     curves: dict[str, list] = {"steps": [], **{k: [] for k in sets}}
+    control = _controller(job)
+    changes = []  # (step, sample, replay share): what the controller did, where it applied
 
     def measure(step: int) -> None:
         curves["steps"].append(step)
         for k, blocks in sets.items():
             curves[k].append(evaluate(model, blocks))
+        if control is not None and step < steps:
+            weights = control(step, {f"eval_{k}_loss": v[-1] for k, v in curves.items()})
+            if weights is not None:  # from the next batch on: exact, and in the state
+                at = data.set_weights(weights)
+                changes.append((step, at, round(weights[control.old], 5)))
 
+    seen = dict.fromkeys(data.counts_at(0), 0)
     for step, batch in enumerate(loader):
         if job.eval_every and step % job.eval_every == 0:
             measure(step)
+        for name in batch["source"]:
+            seen[name] += 1
         x = batch["input_ids"]
         loss = model(input_ids=x, position_ids=batch["position_ids"], labels=x, use_cache=False)
         loss.loss.backward()
@@ -146,9 +165,15 @@ def run(job: Job) -> dict:
     measure(steps)
     if job.save:
         torch.save(model.state_dict(), job.save)
+    served = {name: c["samples"] for name, c in data.counts_at(steps * job.batch_size).items()}
+    assert served == seen, (served, seen)  # the plan's counts are what the loop trained on
     return {
         "name": job.name,
         **curves,
+        "served": served,
+        "tokens": {n: c["tokens"] for n, c in data.counts_at(steps * job.batch_size).items()},
+        "changes": changes,
+        "journal": data.state_dict().get("journal", []),
         "seconds": time.perf_counter() - started,
         "cpu_seconds": time.process_time() - cpu,
         "parameters": sum(p.numel() for p in model.parameters()),
