@@ -116,7 +116,7 @@ def test_two_ranks_resume_on_the_amended_plan(out, tmp_path):
 
 class Scripted:
     """A controller with fixed answers at given steps (the exactness test needs known changes;
-    ReplayController's own logic is tested in tests/unit/test_controllers.py)."""
+    ReplayController's own logic is tested in tests/unit/test_online.py)."""
 
     def __init__(self, plan: dict[int, dict]):
         self.plan, self.calls = plan, []
