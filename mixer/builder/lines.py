@@ -66,8 +66,9 @@ def read_lines(
                     skip_line(f)  # that line belongs to the previous unit
             pos, stop = (f.tell() if unit.start > 0 else 0), unit.stop
             cursor.offset = pos
+            plain, readline = raw is f, f.readline  # locals: this loop runs once per line
             while not 0 <= stop <= pos:
-                line = f.readline(limit + 1)
+                line = readline(limit + 1)
                 if not line:
                     break
                 n += 1
@@ -77,7 +78,8 @@ def read_lines(
                     cursor.pos, cursor.offset, cursor.lines = _at(pos, f, raw), pos, n
                     yield n, None
                     continue
-                cursor.pos, cursor.offset, cursor.lines = _at(pos, f, raw), pos, n
+                cursor.pos = pos if plain else raw.tell()
+                cursor.offset, cursor.lines = pos, n
                 if n == 1 and unit.start == 0 and line.startswith(b"\xef\xbb\xbf"):
                     line = line[3:]  # a UTF-8 byte order mark
                 yield n, line

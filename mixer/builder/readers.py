@@ -65,11 +65,12 @@ def _record_text(obj, field: str, limit: int) -> tuple[str | None, str | None]:
 
 def _read_json_lines(unit: Unit, spec: SourceSpec, cursor: Cursor) -> Iterator[Item]:
     utf8 = spec.encoding.replace("_", "-").lower() in ("utf-8", "utf8")
-    for n, line in read_lines(unit, spec.max_document_bytes, cursor):
+    field, limit = spec.text_field, spec.max_document_bytes
+    for n, line in read_lines(unit, limit, cursor):
         if line is None:
             yield n, None, "too_long"
             continue
-        if not line.strip():
+        if line.isspace():  # (never empty: read_lines yields whole lines)
             continue  # a blank line is not a record
         try:
             obj = json.loads(line if utf8 else line.decode(spec.encoding))
@@ -79,8 +80,11 @@ def _read_json_lines(unit: Unit, spec: SourceSpec, cursor: Cursor) -> Iterator[I
         except ValueError:
             yield n, None, "malformed_json"
             continue
-        text, reason = _record_text(obj, spec.text_field, spec.max_document_bytes)
-        yield n, text, reason
+        text = obj.get(field) if type(obj) is dict else None
+        if type(text) is str and 0 < len(text) <= limit and not text.isspace() and "\0" not in text:
+            yield n, text, None  # the common case, checked inline (once per document)
+        else:
+            yield n, *_record_text(obj, field, limit)
 
 
 def _is_json_array(path: str) -> bool:
