@@ -1,11 +1,12 @@
 """Does replay protect a model from forgetting? A small, complete continued pre-training run.
 
 A tiny GPT-2 (0.54M parameters, random init, CPU, fp32) is pretrained on English only, then
-trained further on Chinese with 0%, 5% and 20% English replay, and in a variant on a tiny
-Chinese corpus repeated 11 times. Every run trains through mixer's serving (a plain loop over
+trained further on Chinese with 0, 1, 2, 5, 10 and 20% English replay, with the replay share
+set while training by a ReplayController (budgets 0.1 and 0.2 nats), and in a variant on a
+tiny Chinese corpus repeated 11 times. Every run trains through mixer's serving (a plain loop over
 ``DataLoader(StreamingMixture(out, batch_size=B), batch_size=B)``) on a build of the recipes in
 recipes/forgetting/, and measures the loss on each source's held-out blocks
-(``StreamingMixture(out, split="val", source=NAME)``) as it goes. Run by hand (about ten
+(``StreamingMixture(out, split="val", source=NAME)``) as it goes. Run by hand (about 25
 minutes on two idle cores; ``--quick`` is a smoke run of under a minute):
 
     python tools/forgetting_demo.py --plot docs/forgetting.png --json docs/forgetting.json
@@ -52,6 +53,11 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="default: OUT/forgetting.json")
     p.add_argument("--plot", type=Path, default=None, help="default: OUT/forgetting.png")
     p.add_argument("--quick", action="store_true", help="a smoke run: 2 seeds, a few steps")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no training: the table, verdicts and plot again from --json's results",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.steps, args.pretrain_steps = 2, 8, 12
@@ -147,6 +153,13 @@ def main(argv: list[str] | None = None) -> None:
     from mixer.errors import MixerError
 
     args = options(argv)
+    if args.report_only:
+        doc = json.loads(args.json.read_text())
+        doc["controller"] = report.verdicts(doc)
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+        report.plot(doc, args.plot)
+        print(report.table(doc))
+        return
     started = time.perf_counter()
     print(f"building {args.seeds * (1 + len(builds.RUNS))} mixer outputs in {args.out}/builds")
     try:

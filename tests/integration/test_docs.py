@@ -25,7 +25,7 @@ _BLOCK = re.compile(
 )
 # README's install prefix (a new venv from PyPI): the test runs what follows it with this venv
 _INSTALL = re.compile(r"python3 -m venv \.venv && \.venv/bin/pip install -q -e \. && ")
-MOST_NOT_RUN = 13  # the few blocks marked no-test; a new one needs a reason and a look
+MOST_NOT_RUN = 14  # the few blocks marked no-test; a new one needs a reason and a look
 
 
 def _blocks() -> list[tuple[str, str, str, str | None]]:
