@@ -177,7 +177,7 @@ def _skipped(skipped: dict[str, int], where: str) -> None:
 def _split(rec, where: str, seq_len: int, itemsize: int) -> None:
     for key in ("documents", "tokens", "blocks", "dropped_tokens"):
         count(getattr(rec, key), f"{where}.{key}")
-    count(rec.padding_tokens, f"{where}.padding_tokens", high=seq_len - 1 if rec.blocks else 0)
+    count(rec.padding_tokens, f"{where}.padding_tokens", high=rec.blocks * seq_len)  # + ledger
     _require(
         sum(s.samples for s in rec.shards) == rec.blocks,
         f"{where}.blocks",

@@ -170,7 +170,14 @@ ERRORS = [
         r"sources\.web\.txt_mode: must be one of file, line, paragraph, got 'sentence'",
     ),
     ("remainder", "remainder", "keep", r"remainder: must be one of drop, pad, got 'keep'"),
-    ("packing", "packing", "bfd", r"packing: must be one of concat, got 'bfd'"),
+    ("packing", "packing", "bfd", r"packing: must be one of concat, bestfit, got 'bfd'"),
+    ("packing_window", "packing_window", 0, r"packing_window: must be >= 1, got 0"),
+    (
+        "source packing",
+        "sources.web.packing",
+        "greedy",
+        r"sources\.web\.packing: must be one of concat, bestfit, got 'greedy'",
+    ),
     (
         "validation both",
         "validation",
