@@ -220,6 +220,7 @@ class OriginsTable:
 
         self.path = Path(path)
         self._zstd = zstandard.ZstdDecompressor()
+        self.padding_before = None  # best-fit: padding of the blocks before each (and all)
         try:
             with open(self.path, "rb") as f:
                 if f.read(len(MAGIC)) != MAGIC:
