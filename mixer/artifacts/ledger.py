@@ -62,10 +62,7 @@ def check_ledger(m) -> None:
         for split in ("train", "val"):
             rec = src.split(split)
             where = f"manifest.sources.{name}.{split}.padding"
-            if rec.padding is None:  # concat: at most the last block is padded
-                most = min(rec.blocks, 1) * (L - 1)
-                count(rec.padding_tokens, f"{where}_tokens", high=most)
-            else:
+            if rec.padding is not None:
                 if rec.padding.file != PADDING_FILE:
                     raise Refused(f"{where}.file", f"is not {PADDING_FILE}")
                 count(rec.padding.bytes, f"{where}.bytes", 4 * rec.blocks, 4 * rec.blocks)

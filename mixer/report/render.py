@@ -22,6 +22,8 @@ _COLUMNS = (
     "epochs",
     "dropped",
     "padding",
+    "cut docs",
+    "loss tokens",
 )
 
 
@@ -81,6 +83,8 @@ def source_table(summary: Summary) -> Table:
         "",
         "",
         "",
+        "",
+        "",
     )
     return table
 
@@ -98,8 +102,13 @@ def _served(s: SourceSummary) -> tuple[str, str, str, str]:
     )
 
 
-def _losses(s: SourceSummary | SplitCounts) -> tuple[str, str]:
-    return f"{s.dropped_tokens:,}", f"{s.padding_tokens:,}"
+def _losses(s: SourceSummary | SplitCounts) -> tuple[str, ...]:
+    """Dropped and padding tokens, and the ledger's cut documents and loss tokens ("?": a
+    build older than the ledger)."""
+    ledger = (s.documents_cut, s.loss_tokens)
+    return f"{s.dropped_tokens:,}", f"{s.padding_tokens:,}", *(
+        "?" if n is None else f"{n:,}" for n in ledger
+    )
 
 
 def phase_table(summary: Summary) -> Table:

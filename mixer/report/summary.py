@@ -29,6 +29,8 @@ class SplitCounts:
     blocks: int
     dropped_tokens: int
     padding_tokens: int
+    documents_cut: int | None = None  # the ledger's (None: a build older than it)
+    loss_tokens: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +52,8 @@ class SourceSummary:
     passes: int
     val: SplitCounts
     take: dict | None  # the manifest's take record, or None without `take:`
+    documents_cut: int | None = None  # the train split's ledger (None: unknown, an old build)
+    loss_tokens: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,14 +114,14 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> S
         sp = plans[name]
         sources[name] = SourceSummary(
             weight=src.weight,
-            **_counts(src.train).__dict__,
+            **_counts(src.train, _ledger(manifest, name, "train")).__dict__,
             skipped=dict(src.skipped),
             samples=sp.num_samples,
             samples_share=sp.num_samples / plan.total if plan.total else 0.0,
             tokens_share=served[name]["tokens"] / total_tokens if total_tokens else 0.0,
             epochs=round(sp.epochs, 6),
             passes=sp.passes,
-            val=_counts(src.val),
+            val=_counts(src.val, _ledger(manifest, name, "val")),
             take=None if src.take is None else to_json(src.take),
         )
     phases = tuple(phase_summary(plan, list(sources)))
@@ -143,14 +147,21 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> S
     )
 
 
-def _counts(split) -> SplitCounts:
+def _counts(split, ledger) -> SplitCounts:
     return SplitCounts(
         documents=split.documents,
         tokens=split.tokens,
         blocks=split.blocks,
         dropped_tokens=split.dropped_tokens,
         padding_tokens=split.padding_tokens,
+        documents_cut=None if ledger is None else ledger.documents_cut,
+        loss_tokens=None if ledger is None else ledger.loss_tokens,
     )
+
+
+def _ledger(manifest: Manifest, name: str, split: str):
+    """A split's ledger (`mixer.artifacts.ledger`), or None for a build older than it."""
+    return (manifest.ledger or {}).get(name, {}).get(split)
 
 
 def phase_summary(plan: Plan, names: list[str]) -> list[PhaseSummary]:

@@ -153,8 +153,11 @@ def test_bos_and_eos_policy(cli, write_recipe, tmp_path):
         assert (ids[starts] == 0).all()  # each document begins with BOS
 
 
-def test_byte_identical_for_any_number_of_workers(cli, write_recipe, tmp_path):
-    recipe = small_recipe(tmp_path, validation={"docs": 7})
+@pytest.mark.parametrize("packing", ["concat", "bestfit"])
+def test_byte_identical_for_any_number_of_workers(cli, write_recipe, tmp_path, packing):
+    recipe = small_recipe(tmp_path, validation={"docs": 7}, packing=packing)
+    if packing == "bestfit":
+        recipe["packing_window"] = 7  # several windows, across units
     outs = []
     for w in (1, 2, 3):
         out = tmp_path / f"out{w}"
