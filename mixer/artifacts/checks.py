@@ -261,7 +261,7 @@ def check_plan(plan, manifest) -> None:
             f"{at}.shard_sizes",
             "differ from the manifest's shards",
         )
-        same = s.padding_tokens == rec.padding_tokens
+        same = s.padding_tokens == (0 if rec.padding else rec.padding_tokens)  # last block
         _require(same, f"{at}.padding_tokens", "differs from the manifest's")
         count(s.num_samples, f"{at}.num_samples")
     _require(

@@ -55,6 +55,19 @@ def read_padding(path: Path, blocks: int) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def block_loss(manifest, source: str) -> np.ndarray:
+    """Loss tokens of each train block of a source of a local build (``manifest``: a
+    `Manifest`): seq_len - 1 less the block's padding, from ``padding.bin`` (best-fit) or the
+    split's last-block padding (concat)."""
+    rec, L = manifest.split(source, "train"), manifest.seq_len
+    if rec.padding is not None:
+        pads = read_padding(manifest.split_dir(source, "train") / rec.padding.file, rec.blocks)
+    else:
+        pads = np.zeros(rec.blocks, np.int64)
+        pads[-1:] = rec.padding_tokens
+    return np.maximum(L - 1 - pads, 0)
+
+
 def check_ledger(m) -> None:
     """The padding files' records and the ledger of a typed `Manifest`, bounded (Refused)."""
     L = m.seq_len

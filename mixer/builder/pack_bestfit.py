@@ -24,6 +24,8 @@ import numpy as np
 
 from mixer.builder.pack import Packed
 
+WINDOW_TOKENS = 1 << 24  # a window ends sooner at this many tokens (64 MiB of uint32)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Layout:
@@ -110,6 +112,25 @@ def assemble(tokens: np.ndarray, lengths: np.ndarray, layout: Layout, L: int, pa
     return blocks, starts, (L - layout.used).astype(np.int64)
 
 
+def windows(lengths: np.ndarray, window: int, cap: int, final: bool) -> list[int]:
+    """Where the windows of these held documents end: every ``window`` documents, or sooner
+    once a window holds ``cap`` tokens (so a window of long documents stays in memory); the
+    cuts depend on the documents alone. Not ``final``: the last document may still grow, so
+    only windows that end before it are cut (``[0]``: none)."""
+    n = lengths.size - (0 if final else 1)
+    ends = np.cumsum(lengths[: max(n, 0)])
+    cuts, a = [0], 0
+    while a < n:
+        b = min(a + window, n)
+        over = int(np.searchsorted(ends, (ends[a - 1] if a else 0) + cap, side="left")) + 1
+        b = min(b, max(over, a + 1))
+        if b - a < window and b == n and over > n and not final:
+            break  # neither full nor over the cap: wait for more documents
+        cuts.append(b)
+        a = b
+    return cuts
+
+
 class BestFitPacker:
     """Incremental best-fit packing with the interface of `mixer.builder.pack.Packer`.
 
@@ -119,10 +140,12 @@ class BestFitPacker:
     in the order their tokens are laid out, for the provenance table.
     """
 
-    def __init__(self, seq_len: int, dtype: np.dtype | str, window: int, pad_id: int):
+    def __init__(
+        self, seq_len: int, dtype: np.dtype | str, window: int, pad_id: int, cap=WINDOW_TOKENS
+    ):
         assert seq_len >= 2 and window >= 1
         self.seq_len, self.dtype = seq_len, np.dtype(dtype)
-        self.window, self.pad_id = window, pad_id
+        self.window, self.pad_id, self.cap = window, pad_id, cap
         self._tokens: list[np.ndarray] = []
         self._lengths: list[int] = []
         self._first = 0  # split index of the first document held
@@ -147,24 +170,22 @@ class BestFitPacker:
         return packed, 0, int(packed.padding.sum())
 
     def _pack(self, keep_last: bool) -> Packed:
-        n = len(self._lengths) - int(keep_last)
-        windows = n // self.window if keep_last else -(-n // self.window)
-        if windows == 0:
+        lengths = np.array(self._lengths, np.int64)
+        cuts = windows(lengths, self.window, self.cap, final=not keep_last)
+        if len(cuts) < 2:
             return _empty(self.seq_len, self.dtype)
         tokens = np.concatenate(self._tokens)
-        lengths = np.array(self._lengths, np.int64)
         ends = np.concatenate([[0], np.cumsum(lengths)])
         parts = []
-        for w in range(windows):
-            a, b = w * self.window, min((w + 1) * self.window, len(lengths))
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             lay = best_fit(lengths[a:b], self.seq_len)
             win = tokens[ends[a] : ends[b]]
             parts.append((*assemble(win, lengths[a:b], lay, self.seq_len, self.pad_id), lay))
             self.documents_cut += int((lengths[a:b] > self.seq_len).sum())
-        done = min(windows * self.window, len(lengths))
+        done = cuts[-1]
         self._tokens = [tokens[ends[done] :]]
         self._lengths = self._lengths[done:]
-        first = self._first + np.arange(len(parts)) * self.window
+        first = self._first + np.array(cuts[:-1])
         order = np.concatenate([p[3].order + f for p, f in zip(parts, first, strict=True)])
         self._first += done
         padding = np.concatenate([p[2] for p in parts])

@@ -7,12 +7,14 @@ tables is `mixer.report.render`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from mixer.artifacts.ledger import block_loss
 from mixer.artifacts.manifest import Manifest
 from mixer.errors import UsageError
 from mixer.plan import Plan
 from mixer.plan.limits import phase_label
+from mixer.plan.tokens import loss_served
 from mixer.report.journal import journal_summary
 from mixer.typed import to_json
 
@@ -54,6 +56,7 @@ class SourceSummary:
     take: dict | None  # the manifest's take record, or None without `take:`
     documents_cut: int | None = None  # the train split's ledger (None: unknown, an old build)
     loss_tokens: int | None = None
+    loss_share: float | None = None  # of the loss tokens the plan serves (None: not readable)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +102,7 @@ class Summary:
     at_phase: int | None = None
     consumed: dict[str, dict[str, int]] | None = None
     journal: tuple[dict, ...] = ()  # amendments and skips (`mixer.report.journal`)
+    weights_in: str | None = None  # "tokens": the plan's phases are its fine segments
 
     def to_json(self) -> dict:
         return to_json(self)
@@ -124,6 +128,8 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> S
             val=_counts(src.val, _ledger(manifest, name, "val")),
             take=None if src.take is None else to_json(src.take),
         )
+    shares = _loss_shares(manifest, plan)
+    sources = {n: replace(s, loss_share=shares.get(n)) for n, s in sources.items()}
     phases = tuple(phase_summary(plan, list(sources)))
     if at_sample is not None and not 0 <= at_sample <= plan.total:
         raise UsageError(f"sample {at_sample:,} is beyond the plan's {plan.total:,} samples")
@@ -144,7 +150,23 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> S
         at_phase=None if at_sample is None else plan.phase_of(at_sample),
         consumed=None if at_sample is None else plan.counts_at(at_sample),
         journal=tuple(journal_summary(plan)),
+        weights_in=plan.weights_in,
     )
+
+
+def _loss_shares(manifest: Manifest, plan: Plan) -> dict[str, float]:
+    """Each source's share of the loss tokens the plan serves (`MixerCollator`'s labels);
+    empty when a best-fit source's padding file cannot be read here (a remote build)."""
+    try:
+        loss = {p.name: block_loss(manifest, p.name) for p in plan.sources}
+    except OSError:
+        return {}
+    served = {
+        p.name: loss_served(plan, s, loss[p.name], p.num_samples)
+        for s, p in enumerate(plan.sources)
+    }
+    total = sum(served.values())
+    return {n: v / total if total else 0.0 for n, v in served.items()}
 
 
 def _counts(split, ledger) -> SplitCounts:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixer.builder.pack import Packer
-from mixer.builder.pack_bestfit import BestFitPacker, best_fit
+from mixer.builder.pack_bestfit import BestFitPacker, best_fit, windows
 
 PAD = 0
 FEEDS = {  # documents, block size, window, and how the documents are fed
@@ -18,15 +18,16 @@ FEEDS = {  # documents, block size, window, and how the documents are fed
     "window": st.integers(1, 20),
     "cuts": st.lists(st.integers(1, 10), max_size=8),
     "slice_at": st.one_of(st.none(), st.integers(1, 30)),
+    "cap": st.integers(1, 300),  # a window's most tokens (before it has `window` documents)
 }
 
 
-def _feed(lengths: list[int], seq_len: int, window: int, cuts: list[int], slice_at: int | None):
+def _feed(lengths, seq_len: int, window: int, cuts: list[int], slice_at: int | None, cap=1 << 24):
     """Documents whose tokens are (document + 1, position in it) encoded in one id, fed in the
     chunks ``cuts`` gives; with ``slice_at``, a document longer than it comes in two slices
     (``continues``), as the merge feeds one longer than its chunk."""
     ids = [(d + 1) * 1000 + np.arange(n) for d, n in enumerate(lengths)]
-    p = BestFitPacker(seq_len, np.uint32, window, PAD)
+    p = BestFitPacker(seq_len, np.uint32, window, PAD, cap)
     outs, d = [], 0
     for size in [*cuts, len(lengths)]:
         part = list(range(d, min(d + size, len(lengths))))
@@ -53,8 +54,10 @@ def _feed(lengths: list[int], seq_len: int, window: int, cuts: list[int], slice_
 
 @settings(max_examples=300, deadline=None)
 @given(**FEEDS)
-def test_every_token_once_pieces_in_order_padding_at_ends(lengths, seq_len, window, cuts, slice_at):
-    p, blocks, outs, dropped, _ = _feed(lengths, seq_len, window, cuts, slice_at)
+def test_every_token_once_pieces_in_order_padding_at_ends(
+    lengths, seq_len, window, cuts, slice_at, cap
+):
+    p, blocks, outs, dropped, _ = _feed(lengths, seq_len, window, cuts, slice_at, cap)
     L = seq_len
     padding = np.concatenate([o.padding for o in outs])
     order = np.concatenate([o.order for o in outs])
@@ -87,12 +90,12 @@ def test_every_token_once_pieces_in_order_padding_at_ends(lengths, seq_len, wind
 @settings(max_examples=200, deadline=None)
 @given(**FEEDS)
 def test_the_blocks_do_not_depend_on_how_documents_are_fed(
-    lengths, seq_len, window, cuts, slice_at
+    lengths, seq_len, window, cuts, slice_at, cap
 ):
     """Windows are cut every ``window`` documents of the split, whatever the chunks (which
     depend on units): the same bytes, as any worker count and engine must give."""
-    _, one, outs_one, _, _ = _feed(lengths, seq_len, window, [], None)
-    _, two, outs_two, _, _ = _feed(lengths, seq_len, window, cuts, slice_at)
+    _, one, outs_one, _, _ = _feed(lengths, seq_len, window, [], None, cap)
+    _, two, outs_two, _, _ = _feed(lengths, seq_len, window, cuts, slice_at, cap)
     assert np.array_equal(one, two)
     for key in ("padding", "order"):
         a = np.concatenate([getattr(o, key) for o in outs_one])
@@ -118,3 +121,24 @@ def test_concat_counts_documents_across_block_boundaries():
     p.feed(np.arange(2, dtype=np.uint32), np.array([2]))  # [10, 12)
     p.finish("drop", 0)
     assert p.documents_cut == 2  # the second spans blocks 0-1, the third blocks 1-2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 50), min_size=1, max_size=80),
+    window=st.integers(1, 20),
+    cap=st.integers(1, 200),
+)
+def test_windows_hold_window_documents_or_reach_the_cap(lengths, window, cap):
+    """Each window but the last has ``window`` documents, or fewer whose tokens reach the cap
+    while all but its last document stay under it; cutting with a document still open cuts
+    the same windows, up to that document."""
+    lens = np.array(lengths)
+    cuts = windows(lens, window, cap, final=True)
+    assert cuts[0] == 0 and cuts[-1] == len(lengths) and (np.diff(cuts) >= 1).all()
+    for a, b in zip(cuts[:-2], cuts[1:-1], strict=True):
+        full = b - a == window
+        assert full or (lens[a:b].sum() >= cap and lens[a : b - 1].sum() < cap)
+        assert b - a <= window
+    open_cuts = windows(lens, window, cap, final=False)
+    assert open_cuts == cuts[: len(open_cuts)] and open_cuts[-1] <= len(lengths) - 1
