@@ -96,10 +96,22 @@ def _ran_out(which: np.ndarray, losses, weights, total: int) -> bool:
     )
 
 
-def loss_served(plan, s: int, block_loss: np.ndarray, n: int) -> int:
-    """Loss tokens of source ``s``'s first ``n`` samples (positions in its passes; a plan's
-    skips are not taken out): whole passes, then the first positions of the next, O(blocks)."""
-    src = plan.sources[s]
-    full, rest = divmod(n, src.num_blocks)
+def served_sum(plan, s: int, values: np.ndarray, c: int) -> int:
+    """The sum of ``values[block]`` (one per block of source ``s``: its loss tokens, its
+    padding) over the first ``c`` samples the plan serves of the source, exactly: the
+    positions [0, k) of its passes less the ranges skips passed over (as
+    `Plan._padded_served` counts its last block), each prefix whole passes then the first
+    positions of the next: O(blocks)."""
+    sk = plan.skipped[s]
+    end = int(sk.k_of(c))
+    total = _prefix(plan, s, values, end)
+    for a, b in sk.ranges:
+        if a < end:
+            total -= _prefix(plan, s, values, min(b, end)) - _prefix(plan, s, values, a)
+    return total
+
+
+def _prefix(plan, s: int, values: np.ndarray, k: int) -> int:
+    full, rest = divmod(k, plan.sources[s].num_blocks)
     part = plan._pass(s, full).forward(np.arange(rest, dtype=np.int64)) if rest else []
-    return full * int(block_loss.sum()) + int(block_loss[part].sum())
+    return full * int(values.sum()) + int(values[part].sum())

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mixer.artifacts.ledger import block_loss
+from mixer.artifacts.ledger import block_loss, read_padding
 from mixer.artifacts.manifest import Manifest
 from mixer.errors import UsageError
 from mixer.plan import Plan
 from mixer.plan.limits import phase_label
-from mixer.plan.tokens import loss_served
+from mixer.plan.tokens import served_sum
 from mixer.report.journal import journal_summary
 from mixer.typed import to_json
 
@@ -110,7 +110,7 @@ class Summary:
 
 def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> Summary:
     """The summary of a build and its plan, and with ``at_sample`` what was consumed before it."""
-    served = plan.counts_at(plan.total)
+    served = _counts_at(manifest, plan, plan.total)
     total_tokens = sum(c["tokens"] for c in served.values())
     plans = {s.name: s for s in plan.sources}
     sources = {}
@@ -148,10 +148,25 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> S
         warnings=tuple(warnings(sources, manifest.sources, phases)),
         at_sample=at_sample,
         at_phase=None if at_sample is None else plan.phase_of(at_sample),
-        consumed=None if at_sample is None else plan.counts_at(at_sample),
+        consumed=None if at_sample is None else _counts_at(manifest, plan, at_sample),
         journal=tuple(journal_summary(plan)),
         weights_in=plan.weights_in,
     )
+
+
+def _counts_at(manifest: Manifest, plan: Plan, n: int) -> dict:
+    """Samples and tokens per source in the first n samples, best-fit padding taken out when
+    its file is here (a local build; a remote one counts it as tokens, as the plan does)."""
+    out = plan.counts_at(n)
+    for s, p in enumerate(plan.sources):
+        rec, folder = manifest.split(p.name, "train"), manifest.split_dir(p.name, "train")
+        if rec.padding is not None:
+            try:
+                pads = read_padding(folder / rec.padding.file, rec.blocks)
+            except (OSError, ValueError):
+                continue
+            out[p.name]["tokens"] -= served_sum(plan, s, pads, out[p.name]["samples"])
+    return out
 
 
 def _loss_shares(manifest: Manifest, plan: Plan) -> dict[str, float]:
@@ -162,7 +177,7 @@ def _loss_shares(manifest: Manifest, plan: Plan) -> dict[str, float]:
     except OSError:
         return {}
     served = {
-        p.name: loss_served(plan, s, loss[p.name], p.num_samples)
+        p.name: served_sum(plan, s, loss[p.name], p.num_samples)
         for s, p in enumerate(plan.sources)
     }
     total = sum(served.values())

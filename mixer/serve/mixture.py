@@ -111,7 +111,7 @@ class StreamingMixture(IterableDataset):
         """Samples and tokens (padding excluded) per source in the first n global samples."""
         if not 0 <= n <= self.plan.total:
             raise UsageError(f"n must be in [0, {self.plan.total}], got {n}")
-        return self.plan.counts_at(n)
+        return self._padding.counts_at(self.plan, n)
 
     def _slicing(self, start: int | None = None):
         from mixer.plan import Slicing

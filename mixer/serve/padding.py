@@ -13,6 +13,7 @@ from mixer.artifacts.fetch import fetch
 from mixer.artifacts.ledger import read_padding
 from mixer.artifacts.manifest import Manifest
 from mixer.errors import OutputError
+from mixer.plan.tokens import served_sum
 from mixer.serve.positions import padding_of
 
 
@@ -50,3 +51,13 @@ class BlockPadding:
                 raise OutputError(f"{path}: sha256 differs from the manifest; rebuild or restore")
             self._arrays[source] = read_padding(path, rec.blocks)
         return self._arrays[source]
+
+    def counts_at(self, plan, n: int) -> dict[str, dict[str, int]]:
+        """``plan.counts_at(n)`` with the padding of best-fit blocks taken out of the tokens
+        (the plan knows only a split's last-block padding)."""
+        out = plan.counts_at(n)
+        for s, p in enumerate(plan.sources):
+            if self.manifest.split(p.name, self.split).padding is not None:
+                pads = self.array(p.name)
+                out[p.name]["tokens"] -= served_sum(plan, s, pads, out[p.name]["samples"])
+        return out

@@ -68,3 +68,20 @@ def test_the_default_plan_is_in_samples(tmp_path):
     recipe = json.loads((out / "manifest.json").read_text())["recipe"]
     assert "weights_in" not in plan and "phases" not in plan
     assert "weights_in" not in recipe["mixture"]
+
+
+def test_counts_at_leaves_best_fit_padding_out(cli, out, tmp_path):
+    """Tokens consumed per source, as `counts_at` and `stats --at-sample` say, are the real
+    tokens of the samples served (seq_len less num_padding), counted by iteration."""
+    import itertools
+
+    from mixer import StreamingMixture
+
+    ds = StreamingMixture(out, cache_dir=tmp_path)
+    got = {n: {"samples": 0, "tokens": 0} for n in WEIGHTS}
+    for x in itertools.islice(ds, 3000):
+        got[x["source"]]["samples"] += 1
+        got[x["source"]]["tokens"] += 32 - x["num_padding"]
+    assert ds.counts_at(3000) == got
+    result = cli("stats", out, "--json", "--at-sample", 3000)
+    assert json.loads(result.output)["consumed"] == got
