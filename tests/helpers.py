@@ -46,13 +46,17 @@ def demo_recipe(root: Path, weights: dict[str, float] | None = None, **top) -> d
     import shutil
 
     weights = weights or {"books": 0.5, "web": 0.2, "zh": 0.3}
+    packing = top.pop("sources_packing", {})  # per source: its own `packing`
     for name in weights:
         if not (root / name).exists():
             shutil.copytree(DATA / name, root / name)
     return {
         "seq_len": 64,
         "tokenizer": {"path": str(TOKENIZER)},
-        "sources": {n: {**DEMO_SOURCES[n], "weight": w} for n, w in weights.items()},
+        "sources": {
+            n: {**DEMO_SOURCES[n], "weight": w, **({"packing": packing[n]} if n in packing else {})}
+            for n, w in weights.items()
+        },
         "validation": {"fraction": 0.1},
         "output": "out",
         **top,

@@ -12,15 +12,14 @@ The bounds, and why:
 - a source name is a folder: the recipe's rule (1-64 letters, digits, ``_ - .``, starting with
   a letter or digit); a shard file is named as the writer names it (``shard.00012.mds.zstd``);
   a tokenizer file is one printable path component that does not start with ``.``;
-- ``seq_len`` 2 .. 2^20 tokens (a served sample of ids and positions: 16 MiB); ``dtype``
-  uint16 or uint32, uint16 only for a vocabulary of at most 65,536 ids, every special id
-  inside the vocabulary;
+- ``seq_len`` 2 .. 2^20 tokens (a served sample: 16 MiB); ``dtype`` uint16 or uint32 (uint16
+  only for a vocabulary of at most 65,536 ids), every special id inside the vocabulary;
 - a shard's ``raw_bytes`` is at most 512 MiB (a shard is unpacked in memory once, when first
   served: so a reader's memory is bounded whatever the build declares) and exactly what its
   ``samples`` of ``seq_len`` tokens can take: 8 + n (8 + L s) bytes plus the shard's config
   (< 64 KiB) plus 4 bytes per document start (at most L per block); its ``bytes`` at most zstd's
   bound for that; the blocks of a split are the sum of its shards' samples and its tokens add
-  up; every count below 2^53 (exact in a double, far beyond any corpus);
+  up; padding < seq_len (best-fit: <= L a block); every count below 2^53 (exact in a double);
 - a plan serves the manifest's sources with their very block and shard counts, its counts sum
   to its total, and its phases tile it: so it cannot index outside the shards.
 """
@@ -177,7 +176,8 @@ def _skipped(skipped: dict[str, int], where: str) -> None:
 def _split(rec, where: str, seq_len: int, itemsize: int) -> None:
     for key in ("documents", "tokens", "blocks", "dropped_tokens"):
         count(getattr(rec, key), f"{where}.{key}")
-    count(rec.padding_tokens, f"{where}.padding_tokens", high=seq_len - 1 if rec.blocks else 0)
+    most = rec.blocks * seq_len if rec.padding else min(rec.blocks, 1) * (seq_len - 1)
+    count(rec.padding_tokens, f"{where}.padding_tokens", high=most)  # best-fit pads every block
     _require(
         sum(s.samples for s in rec.shards) == rec.blocks,
         f"{where}.blocks",
@@ -261,7 +261,7 @@ def check_plan(plan, manifest) -> None:
             f"{at}.shard_sizes",
             "differ from the manifest's shards",
         )
-        same = s.padding_tokens == rec.padding_tokens
+        same = s.padding_tokens == (0 if rec.padding else rec.padding_tokens)  # last block
         _require(same, f"{at}.padding_tokens", "differs from the manifest's")
         count(s.num_samples, f"{at}.num_samples")
     _require(

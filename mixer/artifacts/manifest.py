@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mixer.artifacts.checks import ORIGINS_FILE as ORIGINS_FILE
+from mixer.artifacts.ledger import LedgerRecord, check_ledger
 from mixer.artifacts.records import (  # noqa: F401 (re-exported: where records are read)
     MAX_RECORD_BYTES,
     MAX_RECORD_VALUES,
@@ -37,7 +38,7 @@ BLOCKS_FORMAT = 1
 FILENAME = "manifest.json"
 SPLITS = ("train", "val")
 #: Not part of the fingerprint: when, and with which encoder (the same ids whichever ran).
-_VOLATILE = ("created", "fingerprint", "encoders")
+_VOLATILE = ("created", "fingerprint", "encoders", "ledger")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +59,9 @@ class OriginsRecord:
     sha256: str
 
 
+PaddingRecord = OriginsRecord  # a best-fit split's padding.bin (`mixer.artifacts.ledger`)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SplitRecord:
     documents: int
@@ -69,6 +73,7 @@ class SplitRecord:
     doc_length_log2_hist: tuple[int, ...]  # bin k counts lengths in [2^k, 2^(k+1))
     skipped: dict[str, int]
     origins: OriginsRecord | None = None  # the provenance table (builds before it have none)
+    padding: PaddingRecord | None = None  # per-block padding (best-fit splits only)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,6 +197,9 @@ class Manifest:
     sources: dict[str, SourceRecord]
     # per source, the encoder that built it (a build older than this field: none)
     encoders: dict[str, EncoderRecord] | None = None
+    # per source and split: cut documents, padding, loss tokens (outside the fingerprint,
+    # `mixer.artifacts.ledger`; a build older than it: none)
+    ledger: dict[str, dict[str, LedgerRecord]] | None = None
     fingerprint: str = ""
     # where it was read from (not part of the JSON): the folder holding manifest.json, and
     # where the shards are: that folder, or the remote URL it was fetched from
@@ -218,6 +226,7 @@ class Manifest:
         from mixer.artifacts.checks import check_manifest
 
         check_manifest(self)
+        check_ledger(self)
 
     def computed_fingerprint(self) -> str:
         return digest({k: v for k, v in self.to_dict().items() if k not in _VOLATILE})

@@ -87,8 +87,8 @@ def decode_chunk(blob: bytes, zstd) -> dict[str, np.ndarray]:
         at += used
     unit = np.cumsum(out["unit"], dtype=np.uint64)
     record = out["record"].copy()
-    for a in np.flatnonzero(np.diff(unit, prepend=np.uint64(2**63))):  # a run of one unit
-        b = a + int(np.searchsorted(unit[a:], unit[a], side="right"))
+    runs = np.flatnonzero(np.diff(unit, prepend=np.uint64(2**63)))  # each a run of one unit
+    for a, b in zip(runs.tolist(), [*runs[1:].tolist(), n], strict=True):
         record[a:b] = np.cumsum(record[a:b], dtype=np.uint64)
     out["unit"], out["record"] = unit, record
     return out
@@ -112,6 +112,20 @@ def decode_footer(blob: bytes, zstd) -> tuple[dict, dict[str, np.ndarray]]:
         arrays[name] = np.frombuffer(buf, "<u8", count=size, offset=at)
         at += 8 * size
     return meta, arrays
+
+
+def _marks(unit: np.ndarray, record: np.ndarray) -> np.ndarray:
+    """Per checkpoint (every ``CHECKPOINT``-th row), the row whose offset it keeps: among the
+    rows of its group in the unit of its first row, the one of the least record, so that
+    re-reading from there finds each of them (in packing order: the first row itself)."""
+    n = unit.size
+    groups = -(-n // CHECKPOINT)
+    pad = groups * CHECKPOINT - n
+    u = np.concatenate([unit, np.full(pad, unit[-1] if n else 0, np.uint64)])
+    r = np.concatenate([record, np.full(pad, np.iinfo(np.uint64).max, np.uint64)])
+    u, r = u.reshape(groups, CHECKPOINT), r.reshape(groups, CHECKPOINT)
+    key = np.where(u == u[:, :1], r, np.iinfo(np.uint64).max)
+    return np.arange(groups) * CHECKPOINT + np.argmin(key, axis=1)
 
 
 class OriginsWriter:
@@ -141,14 +155,22 @@ class OriginsWriter:
 
     def add(self, unit: int, origins: np.ndarray, tokens: np.ndarray) -> None:
         """Documents of unit ``unit`` (its spill's origin records and token counts), in order."""
-        n = len(origins)
-        rows = {
-            "unit": np.full(n, self.unit_ids[unit], np.uint64),
+        self.add_rows(self.rows(unit, origins, tokens))
+
+    def rows(self, unit: int, origins: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        """The table's rows of documents of unit ``unit`` (for `add_rows`)."""
+        return {
+            "unit": np.full(len(origins), self.unit_ids[unit], np.uint64),
             "record": origins["record"].astype(np.uint64),
             "tokens": tokens.astype(np.uint64),
             "offset": origins["offset"].astype(np.uint64),
             "lines": origins["lines"].astype(np.uint64),
         }
+
+    def add_rows(self, rows: dict[str, np.ndarray]) -> None:
+        """Documents in packing order (best-fit reorders a window's documents, so units and
+        records may go back: their deltas wrap around in uint64 and decode back exactly)."""
+        n = len(rows["unit"])
         while n:
             take = min(n, CHUNK_DOCS - self._count)
             self._pending.append({k: v[:take] for k, v in rows.items()})
@@ -162,8 +184,9 @@ class OriginsWriter:
         if not self._count:
             return
         rows = {k: np.concatenate([p[k] for p in self._pending]) for k in self._pending[0]}
+        marks = _marks(rows["unit"], rows["record"])
         for m in _MARKS:
-            rows[m] = rows[m][::CHECKPOINT]
+            rows[m] = rows[m][marks]
         self.chunks["c_offset"].append(self._f.tell())
         self.chunks["c_tokens"].append(self.tokens)
         self._f.write(encode_chunk(rows, self._zstd))
@@ -197,6 +220,7 @@ class OriginsTable:
 
         self.path = Path(path)
         self._zstd = zstandard.ZstdDecompressor()
+        self.padding_before = None  # best-fit: padding of the blocks before each (and all)
         try:
             with open(self.path, "rb") as f:
                 if f.read(len(MAGIC)) != MAGIC:

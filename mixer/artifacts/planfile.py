@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mixer.artifacts.checks import check_plan
 from mixer.artifacts.journal_checks import check_journal
+from mixer.artifacts.ledger import block_loss
 from mixer.artifacts.manifest import Manifest, load_record, refused, write_atomic
 from mixer.errors import OutputError
 from mixer.plan import FORMAT, Allocation, PhaseWeights, Plan, make_plan, planned_samples
@@ -24,7 +25,8 @@ def _sources(manifest: Manifest, split: str) -> dict:
         "names": names,
         "blocks": [recs[n].blocks for n in names],
         "shard_sizes": [tuple(s.samples for s in recs[n].shards) for n in names],
-        "padding": [recs[n].padding_tokens for n in names],
+        # the last block's padding (`remainder: pad`); a best-fit split's is per block
+        "padding": [0 if recs[n].padding else recs[n].padding_tokens for n in names],
     }
 
 
@@ -69,6 +71,7 @@ def train_plan(manifest: Manifest, mixture: dict) -> Plan:
     src = _sources(manifest, "train")
     names = src["names"]
     weights = {n: manifest.sources[n].weight for n in names}
+    by_tokens = mixture.get("weights_in", "samples") == "tokens"
     own = {s["name"]: s.get("max_epochs") for s in manifest.recipe["sources"]}
     return make_plan(
         manifest=manifest.fingerprint,
@@ -81,6 +84,7 @@ def train_plan(manifest: Manifest, mixture: dict) -> Plan:
         window=mixture.get("window", 8),
         **allocation_inputs(mixture, manifest.seq_len, names, weights),
         **src,
+        block_loss=[block_loss(manifest, n) for n in names] if by_tokens else None,
     )
 
 

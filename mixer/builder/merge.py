@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mixer.artifacts.manifest import SplitRecord, ValidationRecord
-from mixer.artifacts.shards import ShardWriter
+from mixer.artifacts.manifest import ValidationRecord
 from mixer.builder.cut import Cut
 from mixer.builder.origins import SourceOrigins
-from mixer.builder.pack import Packer
 from mixer.builder.spill import DOC_DTYPE, UnitResult, unit_paths
+from mixer.builder.split_pack import SplitPack
 from mixer.builder.take_measure import Take, taken_mask
 from mixer.builder.units import Unit
 from mixer.errors import InputError
@@ -22,7 +21,6 @@ from mixer.recipe import Recipe, SourceSpec, ValidationSpec
 
 CHUNK_DOCS = 1 << 16  # documents routed and packed per step ...
 CHUNK_TOKENS = 1 << 24  # ... and tokens (64 MiB of uint32): the merge's memory bound
-HIST_BINS = 40  # document-length histogram: bin k counts lengths in [2^k, 2^(k+1))
 
 
 def _val_threshold(val: ValidationSpec, results: list[UnitResult]) -> int | None:
@@ -37,40 +35,6 @@ def _val_threshold(val: ValidationSpec, results: list[UnitResult]) -> int | None
         smallest = np.sort(np.concatenate([r.smallest for r in results]))
         return int(smallest[min(val.docs, smallest.size) - 1]) if smallest.size else None
     return None
-
-
-class _Split:
-    """One split of one source being written: packer, shard writer and counters."""
-
-    def __init__(self, recipe: Recipe, dtype: str, folder: Path):
-        self.packer = Packer(recipe.seq_len, dtype)
-        self.writer = ShardWriter(
-            folder, seq_len=recipe.seq_len, dtype=dtype, shard_size=recipe.shard_size
-        )
-        self.hist = np.zeros(HIST_BINS, np.int64)
-
-    def feed(self, tokens: np.ndarray, lengths: np.ndarray, continues: bool, whole) -> None:
-        """Documents' tokens (the first continuing the previous feed's last if ``continues``);
-        ``whole`` are the full lengths of the documents that start here (for the histogram)."""
-        if lengths.size:
-            self.writer.write(self.packer.feed(tokens, lengths, continues=continues))
-        if len(whole):
-            bins = np.minimum(np.log2(whole).astype(np.int64), HIST_BINS - 1)
-            self.hist += np.bincount(bins, minlength=HIST_BINS)
-
-    def finish(self, remainder: str, pad_id: int, skipped: dict[str, int]) -> SplitRecord:
-        last, dropped, padding = self.packer.finish(remainder, pad_id)
-        self.writer.write(last)
-        return SplitRecord(
-            documents=self.packer.num_documents,
-            tokens=self.packer.num_tokens,
-            blocks=self.writer.num_blocks,
-            dropped_tokens=dropped,
-            padding_tokens=padding,
-            shards=self.writer.finish(),
-            doc_length_log2_hist=tuple(np.trim_zeros(self.hist, "b").tolist()),
-            skipped=skipped,
-        )
 
 
 class SourceMerge:
@@ -105,9 +69,10 @@ class SourceMerge:
         self.packed = 0
         self.threshold = None if spec.validation.docs else _val_threshold(spec.validation, [])
         root = work / "sources" / spec.name
-        self.train = _Split(recipe, dtype, root / "train")
-        self.val = _Split(recipe, dtype, root / "val")
-        self.origins = SourceOrigins(spec, root)  # where each packed document came from
+        self.train = SplitPack(recipe, spec, dtype, pad_id, root / "train")
+        self.val = SplitPack(recipe, spec, dtype, pad_id, root / "val")
+        bestfit = recipe.packing_of(spec)[0] == "bestfit"
+        self.origins = SourceOrigins(spec, root, reorder=bestfit)  # where each document came from
 
     def add(self, unit: Unit, result: UnitResult) -> None:
         """A finished unit (any order): takes and packs every unit whose predecessors are in."""
@@ -137,6 +102,9 @@ class SourceMerge:
         """More units may be taken (the budget is not met, the source not exhausted)."""
         return not self.closed
 
+    def _splits(self):
+        return (("train", self.train), ("val", self.val))
+
     @property
     def done(self) -> bool:
         return self.closed and self.packed == len(self.accepted)
@@ -155,7 +123,15 @@ class SourceMerge:
             unit, res, taken = self.accepted[self.packed]
             self._pack(unit, taken)
             self.origins.add(self.work, unit, res, taken, self._route)
+            self._orders()
             self.packed += 1
+
+    def _orders(self) -> None:
+        """Best-fit: the layout orders of the documents packed so far, to the tables."""
+        for name, split in (("train", self.train), ("val", self.val)):
+            for order in split.orders:
+                self.origins.splits[name].order(order)
+            split.orders.clear()
 
     def _route(self, hashes: np.ndarray) -> dict[str, np.ndarray]:
         """Which documents (by text hash) go to train and which to validation (neither: not
@@ -199,9 +175,11 @@ class SourceMerge:
                 f" check the files and text_field ({spec.text_field!r})"
             )
         skipped = dict(sorted(skipped.items()))
+        ends = {n: s.close(self.recipe.remainder, self.pad_id) for n, s in self._splits()}
+        self._orders()
         origins = self.origins.finish()
         # a skipped document never reaches a split: the train split carries the counts
-        train = self.train.finish(self.recipe.remainder, self.pad_id, skipped)
+        train, ledger = self.train.finish(*ends["train"], skipped)
         train = dataclasses.replace(train, origins=origins["train"])
         if train.blocks == 0:
             raise InputError(
@@ -216,10 +194,10 @@ class SourceMerge:
             "skipped": skipped,
             "skipped_examples": tuple(examples[:5]),
             "train": train,
-            "val": dataclasses.replace(
-                self.val.finish(self.recipe.remainder, self.pad_id, {}), origins=origins["val"]
-            ),
         }
+        val, val_ledger = self.val.finish(*ends["val"], {})
+        out["val"] = dataclasses.replace(val, origins=origins["val"])
+        self.ledger = {"train": ledger, "val": val_ledger}  # beside the record (the manifest's)
         if self.cut is not None:
             out["take"] = self.cut.record(spec.take.to_dict())
         return out

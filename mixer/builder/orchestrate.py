@@ -239,18 +239,17 @@ def _build_into(b: Build) -> tuple[Manifest, int, int]:
         if d.linked is None:
             built = schedule.built[s.name]
             records[s.name] = source_record(b.recipe, s, d, built, merges[s.name], b.ident)
-            used[s.name] = encoder_record(verdict, s.name)
+            used[s.name] = (encoder_record(verdict, s.name), merges[s.name].ledger)
         else:
             src, name = d.linked
             reuse.link_source(src, name, b.work, s.name)
             records[s.name] = dataclasses.replace(src.sources[name], weight=s.weight)
-            used[s.name] = (src.encoders or {}).get(name)
+            used[s.name] = ((src.encoders or {}).get(name), (src.ledger or {}).get(name))
     take_reuse.check_taken(b.recipe, records, b.takes)
     _keep_units(b)
     shutil.rmtree(b.work / "units", ignore_errors=True)
     tok = b.tok.info if b.tok else None
-    used = {k: v for k, v in used.items() if v is not None}
-    manifest = write_manifest(b.recipe, tok, b.ident, b.decisions, records, b.work, used or None)
+    manifest = write_manifest(b.recipe, tok, b.ident, b.decisions, records, b.work, used)
     save_plan(train_plan(manifest, b.recipe.to_dict()["mixture"]), b.work)
     return manifest, schedule.reused, sum(schedule.planned.values())
 

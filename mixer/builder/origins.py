@@ -36,14 +36,56 @@ def reading(spec: SourceSpec) -> dict:
     }
 
 
+class Reordered:
+    """A split's table whose documents are laid out in another order than they come (best
+    fit): rows are held until the packer says their order (`order`), then written in it."""
+
+    def __init__(self, writer: OriginsWriter):
+        self.writer = writer
+        self._rows: list[dict[str, np.ndarray]] = []
+        self._held = 0
+        self._orders: list[np.ndarray] = []  # of the next documents, from `_first` on
+        self._first = 0
+
+    def unit(self, *args) -> None:
+        self.writer.unit(*args)
+
+    def add(self, unit: int, origins: np.ndarray, tokens: np.ndarray) -> None:
+        self._rows.append(self.writer.rows(unit, origins, tokens))
+        self._held += len(origins)
+        self._write()
+
+    def order(self, order: np.ndarray) -> None:
+        """The layout order of the next ``len(order)`` documents (split indices)."""
+        if order.size:
+            self._orders.append(order)
+            self._write()
+
+    def _write(self) -> None:
+        while self._orders and self._held >= self._orders[0].size:
+            order = self._orders.pop(0)
+            rows = {k: np.concatenate([r[k] for r in self._rows]) for k in self._rows[0]}
+            at = order - self._first
+            self.writer.add_rows({k: v[at] for k, v in rows.items()})
+            self._rows = [{k: v[order.size :] for k, v in rows.items()}]
+            self._held -= order.size
+            self._first += order.size
+
+    def finish(self) -> OriginsRecord:
+        assert not self._orders and self._held == 0, "every document packed"
+        return self.writer.finish()
+
+
 class SourceOrigins:
     """The train and validation tables of one source being merged."""
 
-    def __init__(self, spec: SourceSpec, root: Path):
+    def __init__(self, spec: SourceSpec, root: Path, reorder: bool = False):
         self.splits = {
             split: OriginsWriter(root / split / FILENAME, reading(spec))
             for split in ("train", "val")
         }
+        if reorder:
+            self.splits = {k: Reordered(w) for k, w in self.splits.items()}
         self._before: dict[str, int] = {}  # per file: lines or rows of the units taken so far
         self._files = {path: i for i, path in enumerate(spec.files)}
 

@@ -30,10 +30,14 @@ def write_manifest(
     decisions: dict[str, reuse.Decision],
     sources: dict[str, SourceRecord],
     work: Path,
-    encoders: dict[str, EncoderRecord] | None = None,
+    used: dict[str, tuple] | None = None,
 ) -> Manifest:
     """Write the tokenizer files and the sealed manifest into ``work``; the manifest.
-    ``encoders``: which encoder built each source (outside the fingerprint)."""
+    ``used``: per source, (the encoder that built it, its ledger), both outside the
+    fingerprint, either None if unknown (a source linked from an older build)."""
+    used = used or {}
+    encoders = {k: e for k, (e, _) in used.items() if e is not None} or None
+    ledger = {k: led for k, (_, led) in used.items() if led is not None} or None
     tok_dir = work / "tokenizer"
     if tok is not None:
         tok_dir.mkdir()
@@ -63,6 +67,7 @@ def write_manifest(
         tokenizer=tokenizer,
         sources=sources,
         encoders=encoders,
+        ledger=ledger,
         root=work,
         location=str(work),
     ).sealed()

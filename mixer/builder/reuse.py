@@ -71,10 +71,18 @@ def settings_key(recipe: Recipe, spec: SourceSpec, tok: dict, **inputs) -> str:
         "reading": [spec.text_field, spec.encoding, spec.txt_mode, spec.max_document_bytes],
         "validation": spec.validation.__dict__,
         "tokenizer": tok,
-        "packing": [recipe.seq_len, recipe.packing, recipe.remainder, recipe.shard_size],
+        "packing": _packing(recipe, spec),
         "blocks_format": BLOCKS_FORMAT,
     }
     return digest(parts)
+
+
+def _packing(recipe: Recipe, spec: SourceSpec) -> list:
+    """What the packing of a source's blocks depends on (concat: as before best-fit existed,
+    so concat sources keep their keys)."""
+    packing, window = recipe.packing_of(spec)
+    out = [recipe.seq_len, packing, recipe.remainder, recipe.shard_size]
+    return out if window is None else [*out, window]
 
 
 def previous(out: Path) -> Manifest | None:

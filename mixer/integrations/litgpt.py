@@ -34,6 +34,19 @@ def collate_tokens(samples: list[dict]):
     return torch.from_numpy(np.stack([s["input_ids"] for s in samples]))
 
 
+def check_padding(path: str, manifest) -> None:
+    """litgpt's pretrain scores every token of a row (its batches are tokens, no labels), so a
+    best-fit build's padding would be trained: refused. (A ``remainder: pad`` build pads one
+    block per source, at most ``seq_len - 1`` tokens, and is served as before.)"""
+    padded = [n for n, s in manifest.sources.items() if s.train.padding is not None]
+    if padded:
+        raise TrainerError(
+            f"{path}: sources {', '.join(padded)} are best-fit packed and pad their blocks, and"
+            " litgpt pretrain scores every token of a row: build them with `packing: concat`,"
+            " or train with MixerCollator (transformers, Lightning), which leaves padding out"
+        )
+
+
 def check_seq_len(path: str, seq_len: int, max_seq_length: int | None) -> None:
     """litgpt trains on rows of ``max_seq_length + 1`` tokens: the build must hold exactly that."""
     if max_seq_length is None or seq_len == max_seq_length + 1:
@@ -115,6 +128,7 @@ class _MixerData:
             collate_fn=collate_tokens,
         )
         check_seq_len(self.path, loader.dataset.seq_len, self.max_seq_length)
+        check_padding(self.path, loader.dataset.manifest)
         return loader
 
     def __repr__(self) -> str:

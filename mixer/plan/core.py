@@ -57,6 +57,7 @@ class Plan:
     phases: tuple[Phase, ...] = ()  # none: one set of weights for the whole plan
     journal: tuple[Amendment, ...] = ()  # amendments and skips made since the build
     base: str | None = None  # the fingerprint of the plan before its first amendment
+    weights_in: str | None = None  # "tokens": phases are shares of loss tokens (None: samples)
 
     # -- identity -------------------------------------------------------------------------
     def to_dict(self) -> dict:

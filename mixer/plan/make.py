@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from mixer.errors import PlanError
 from mixer.plan.core import Plan, SourcePlan
 from mixer.plan.limits import check_epochs, check_lengths, check_phases
 from mixer.plan.phases import Phase, PhaseWeights, planned_samples
+from mixer.plan.tokens import horizon, served_loss, token_counts
 
 
 def make_plan(
@@ -25,12 +28,13 @@ def make_plan(
     source_max_epochs: list[float | None] | None = None,
     shuffle: str = "blocks",
     window: int = 8,
+    block_loss: list | None = None,
 ) -> Plan:
     """Allocate, check and freeze a plan; PlanError names the source, the numbers and fixes.
 
     Give ``weights`` (one per source) or ``phases``; a single phase is the same plan as its
     weights alone (same order, same fingerprint). ``source_max_epochs`` overrides
-    ``max_epochs`` per source (None: the mixture's).
+    ``max_epochs`` per source (None: the mixture's); ``block_loss``: weights in loss tokens.
     """
     _check_blocks(names, blocks, split, seq_len)
     if phases is not None:
@@ -42,15 +46,17 @@ def make_plan(
     counts = alloc.per_source
     if phases is not None:
         weights = [c / total if total else 0.0 for c in counts]
+    records, order = (), {"shuffle": shuffle, "window": window, "seed": seed}
+    if block_loss is not None:  # per source, each block's loss tokens (`mixer.plan.tokens`)
+        counts, records = _token_phases(weights, total, block_loss, names, shard_sizes, order)
     srcs = _source_plans(names, weights, blocks, counts, shard_sizes, padding)
-    records = ()
     if phases is not None:
         records = tuple(
             Phase(name=p.name, until=p.until, end=e, weights=tuple(p.weights), counts=c)
             for p, e, c in zip(phases, alloc.ends, alloc.counts, strict=True)
         )
     check_lengths(records, total)
-    limits = source_max_epochs or [None] * len(names)
+    limits = source_max_epochs or [None] * len(names)  # then the mixture's
     check_epochs(srcs, records, [max_epochs if x is None else x for x in limits], limits)
     return Plan(
         manifest=manifest,
@@ -59,10 +65,34 @@ def make_plan(
         seq_len=seq_len,
         total=total,
         sources=srcs,
-        shuffle=shuffle,
-        window=window,
+        **{k: order[k] for k in ("shuffle", "window")},
         phases=records,
+        weights_in="tokens" if block_loss is not None else None,
     )
+
+
+def _token_phases(weights, total, block_loss, names, shard_sizes, order):
+    """Per source, its samples, and the fine segments (as phases) whose counts make the
+    weights shares of loss tokens (`mixer.plan.tokens`)."""
+    block_loss = [np.asarray(bl, np.int64) for bl in block_loss]
+    rows = None
+    for ks in (horizon(block_loss, list(weights), total), [total] * len(names)):
+        losses = [
+            served_loss(bl, k, name=n, sizes=ss, **order)
+            for bl, k, n, ss in zip(block_loss, ks, names, shard_sizes, strict=True)
+        ]
+        try:
+            rows, ends = token_counts(list(weights), total, losses)
+            break
+        except ValueError:  # an estimate fell short (never with `total` each)
+            continue
+    assert rows is not None
+    w = tuple(weights)
+    records = tuple(
+        Phase(name=None, until=None, end=e, weights=w, counts=c)
+        for c, e in zip(rows, ends, strict=True)
+    )
+    return [int(c) for c in np.sum(rows, axis=0)], records
 
 
 def _check_blocks(names, blocks, split: str, seq_len: int) -> None:

@@ -25,6 +25,10 @@ TIKTOKEN_PATTERNS = ("llama3", "qwen")
 ENCODERS = ("auto", "gigatoken", "tiktoken", "tokenizers")  # mixer.builder.encoders
 DEFAULT_SHARD_SIZE = 1 << 26  # 64 MiB of uncompressed blocks per MDS shard
 DEFAULT_MAX_DOCUMENT = 1 << 26  # a longer JSON record or text line is skipped (too_long)
+PACKINGS = ("concat", "bestfit")  # mixer.builder.pack, mixer.builder.pack_bestfit
+#: Documents best-fit packs at once: padding at seq_len 2048 on tools/bench_build.py's 30 MB
+#: corpus 2.06% (window 1024), 1.36% (4096), 1.22% (16384); docs/packing.md.
+DEFAULT_PACKING_WINDOW = 4096
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,11 +71,13 @@ class SourceSpec:
     reuse_source: str | None = None  # ... and the source's name there (default: this name)
     max_epochs: float | None = None  # overrides mixture.max_epochs for this source
     take: TakeSpec | None = None  # read only part of the source (`mixer.recipe.take`)
+    packing: str | None = None  # overrides the recipe's packing for this source
+    packing_window: int | None = None  # ... and its window (bestfit)
 
     def to_dict(self) -> dict[str, Any]:
         """Keys left unset are left out (a recipe without them keeps its manifest)."""
         d = asdict(self)
-        for key in ("weight", "max_epochs", "take"):
+        for key in ("weight", "max_epochs", "take", "packing", "packing_window"):
             if d[key] is None:
                 del d[key]
         if self.take is not None:
@@ -89,6 +95,7 @@ class Recipe:
     mixture: MixtureSpec = MixtureSpec()
     packing: str = "concat"
     remainder: str = "drop"
+    packing_window: int | None = None  # bestfit's window; None: DEFAULT_PACKING_WINDOW
     shard_size: int = DEFAULT_SHARD_SIZE
     output: str | None = None
     path: str | None = None  # the recipe file, for messages
@@ -96,11 +103,22 @@ class Recipe:
     def source(self, name: str) -> SourceSpec:
         return next(s for s in self.sources if s.name == name)
 
+    def packing_of(self, spec: SourceSpec) -> tuple[str, int | None]:
+        """(packing, window) of a source: its own keys, else the recipe's; window None for
+        concat."""
+        packing = spec.packing or self.packing
+        if packing == "concat":
+            return packing, None
+        window = spec.packing_window or self.packing_window or DEFAULT_PACKING_WINDOW
+        return packing, window
+
     def to_dict(self) -> dict[str, Any]:
         """The recipe as resolved (paths absolute, globs expanded, defaults filled), without
         where it was read from and where it is written: moving a build keeps its identity."""
         d = asdict(self)
         del d["output"], d["path"]
+        if d["packing_window"] is None:
+            del d["packing_window"]  # unset: recipes without it keep their manifests
         d["sources"] = [s.to_dict() for s in self.sources]
         d["mixture"] = self.mixture.to_dict()
         del d["tokenizer"]["encoder"]  # the same ids whichever encoder: the manifest's `encoders`
@@ -131,7 +149,8 @@ def parse_recipe(
     if seq_len > 1 << 20:  # mixer.artifacts.checks.MAX_SEQ_LEN: what a reader serves
         raise top.error(f"must be at most 1,048,576 tokens, got {seq_len:,}", key="seq_len")
     seed = top.int("seed", minimum=0)
-    packing = top.choice("packing", ("concat",))
+    packing = top.choice("packing", PACKINGS)
+    window = top.int("packing_window", minimum=1)
     remainder = top.choice("remainder", ("drop", "pad"))
     shard_size = top.size("shard_size")
     if shard_size is not None and shard_size > 1 << 29:  # checks.MAX_SHARD_BYTES
@@ -165,6 +184,7 @@ def parse_recipe(
         mixture=mixture,
         packing=packing,
         remainder=remainder,
+        packing_window=window,
         shard_size=shard_size,
         output=out,
         path=origin,
@@ -268,6 +288,8 @@ def _source(
         reuse_source=k.str("source"),
         max_epochs=positive(k, "max_epochs"),
         take=parse_take(k),
+        packing=k.choice("packing", PACKINGS),
+        packing_window=k.int("packing_window", minimum=1),
     )
     k.finish()
     return spec

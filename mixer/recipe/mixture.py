@@ -49,12 +49,15 @@ class MixtureSpec:
     shuffle: str = "blocks"  # "blocks" (whole source), "shards" (shards, then a window), "none"
     window: int = 8  # shards per window with shuffle: shards
     phases: tuple[PhaseSpec, ...] | None = None  # None: the sources' weights, for the whole run
+    weights_in: str = "samples"  # "tokens": weights are shares of loss tokens (mixer.plan.tokens)
 
     def to_dict(self) -> dict[str, Any]:
-        """As embedded in the manifest; ``phases`` only when given (a recipe without phases
-        keeps the manifest it had before phases existed)."""
+        """As embedded in the manifest; ``phases`` and ``weights_in`` only when given (a
+        recipe without them keeps the manifest it had before they existed)."""
         d = asdict(self)
         del d["phases"]
+        if self.weights_in == "samples":
+            del d["weights_in"]
         if self.phases is not None:
             d["phases"] = [p.to_dict() for p in self.phases]
         return d
@@ -69,6 +72,13 @@ def parse_mixture(k: Keys) -> MixtureSpec:
     shuffle = k.choice("shuffle", SHUFFLES)
     window = k.int("window", minimum=1)
     phases = _phases(k) if "phases" in k.data else None
+    weights_in = k.choice("weights_in", ("samples", "tokens"))
+    if weights_in == "tokens" and phases is not None:
+        raise k.error(
+            "tokens is not supported with phases yet;"
+            " give the weights on the sources, or weights_in: samples",
+            key="weights_in",
+        )
     k.finish()
     return given(
         MixtureSpec,
@@ -78,6 +88,7 @@ def parse_mixture(k: Keys) -> MixtureSpec:
         phases=phases,
         shuffle=shuffle,
         window=window,
+        weights_in=weights_in,
     )
 
 

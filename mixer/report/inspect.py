@@ -15,6 +15,7 @@ from mixer.report.build_tokenizer import build_tokenizer, decode
 from mixer.report.printable import printable
 from mixer.report.provenance import Provenance, sample_block
 from mixer.serve.cache import SplitStore, cache_root
+from mixer.serve.padding import BlockPadding
 
 
 def describe_block(
@@ -48,7 +49,10 @@ def describe_block(
     )
     block = store.block(index)
     tok = build_tokenizer(manifest, cache)
-    cuts = [0, *[int(s) for s in block.starts if s > 0], manifest.seq_len]
+    pad = 0  # best-fit: the block's padding, shown apart (not a document's tokens)
+    if rec.padding is not None:
+        pad = int(BlockPadding(manifest, split, cache).array(source)[index])
+    cuts = [0, *[int(s) for s in block.starts if s > 0], manifest.seq_len - pad]
     starts = {int(s) for s in block.starts}
     pieces = []
     for a, b in zip(cuts[:-1], cuts[1:], strict=True):
@@ -71,6 +75,7 @@ def describe_block(
         "starts": sorted(starts),
         "pieces": pieces,
         "note": note,
+        "padding": pad,
     }
 
 
@@ -126,6 +131,9 @@ def render(info: dict, console: Console) -> None:
             console.print(origin_line(origin), highlight=False, soft_wrap=True)
             text = p["text"] if origin["text"] is None else origin["text"]
         console.print(escape(printable(text)), highlight=False, markup=True)
+    if info.get("padding"):
+        L = info["pieces"][-1]["last"] + 1 + info["padding"]
+        console.rule(f"padding · tokens {L - info['padding']}-{L - 1} (not trained)", style="dim")
 
 
 def origin_line(o: dict) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from mixer.artifacts.fetch import cache_root, fetch
 from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.origins import FILENAME, OriginsTable
@@ -62,7 +64,13 @@ def open_table(manifest: Manifest, source: str, split: str, cache_dir=None) -> O
             f"{path}: {path.stat().st_size:,} bytes, the manifest says {rec.origins.bytes:,}"
             " (truncated or altered); run `mixer verify` or rebuild"
         )
-    return OriginsTable(path)
+    table = OriginsTable(path)
+    if rec.padding is not None:  # best-fit: blocks are found in the stream of real tokens
+        from mixer.serve.padding import BlockPadding
+
+        pads = BlockPadding(manifest, split, cache).array(source)
+        table.padding_before = np.concatenate([[0], np.cumsum(pads)])
+    return table
 
 
 def block_pieces(
@@ -72,6 +80,9 @@ def block_pieces(
     with ``doc`` (the row `document_pieces` needs) and ``span`` (its tokens in the document)."""
     L = manifest.seq_len
     first, last = block * L, (block + 1) * L
+    if table.padding_before is not None:  # the table counts real tokens only (best-fit)
+        before = table.padding_before
+        first, last = first - int(before[block]), last - int(before[block + 1])
     out = []
     inputs = manifest.sources[source].inputs
     for doc in table.documents(first, last):

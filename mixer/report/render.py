@@ -19,16 +19,25 @@ _COLUMNS = (
     "samples",
     "samples %",
     "tokens %",
+    "loss %",
     "epochs",
     "dropped",
     "padding",
+    "cut docs",
+    "loss tokens",
 )
 
 
 def render_table(summary: Summary, console: Console) -> None:
     """The sources table, the phases table (with phases), takes, skips, consumption, warnings."""
     console.print(source_table(summary))
-    if len(summary.phases) > 1:
+    if summary.weights_in == "tokens":
+        console.print(
+            f"weights in loss tokens: {len(summary.phases):,} segments of exact counts (loss %"
+            " is each source's share of the labels scored)",
+            highlight=False,
+        )
+    elif len(summary.phases) > 1:
         console.print(phase_table(summary))
     render_journal(list(summary.journal), console)
     for name, s in summary.sources.items():
@@ -66,7 +75,7 @@ def source_table(summary: Summary) -> Table:
     for name, s in summary.sources.items():
         weight = "phases" if s.weight is None else f"{s.weight:g}"
         table.add_row(name, "train", weight, *_counts(s), *_served(s), *_losses(s))
-        table.add_row("", "val", "", *_counts(s.val), "", "", "", "", *_losses(s.val))
+        table.add_row("", "val", "", *_counts(s.val), "", "", "", "", "", *_losses(s.val))
     srcs = summary.sources.values()
     totals = (sum(getattr(s, k) for s in srcs) for k in ("documents", "tokens", "blocks"))
     table.add_section()
@@ -78,6 +87,9 @@ def source_table(summary: Summary) -> Table:
         f"{summary.total_samples:,}",
         "100.0",
         "100.0",
+        "100.0",
+        "",
+        "",
         "",
         "",
         "",
@@ -89,17 +101,23 @@ def _counts(s: SourceSummary | SplitCounts) -> tuple[str, str, str]:
     return f"{s.documents:,}", f"{s.tokens:,}", f"{s.blocks:,}"
 
 
-def _served(s: SourceSummary) -> tuple[str, str, str, str]:
+def _served(s: SourceSummary) -> tuple[str, ...]:
     return (
         f"{s.samples:,}",
         f"{100 * s.samples_share:.1f}",
         f"{100 * s.tokens_share:.1f}",
+        "?" if s.loss_share is None else f"{100 * s.loss_share:.1f}",
         f"{s.epochs:.2f}",
     )
 
 
-def _losses(s: SourceSummary | SplitCounts) -> tuple[str, str]:
-    return f"{s.dropped_tokens:,}", f"{s.padding_tokens:,}"
+def _losses(s: SourceSummary | SplitCounts) -> tuple[str, ...]:
+    """Dropped and padding tokens, and the ledger's cut documents and loss tokens ("?": a
+    build older than the ledger)."""
+    ledger = (s.documents_cut, s.loss_tokens)
+    return f"{s.dropped_tokens:,}", f"{s.padding_tokens:,}", *(
+        "?" if n is None else f"{n:,}" for n in ledger
+    )
 
 
 def phase_table(summary: Summary) -> Table:

@@ -7,12 +7,14 @@ tables is `mixer.report.render`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from mixer.artifacts.ledger import block_loss, read_padding
 from mixer.artifacts.manifest import Manifest
 from mixer.errors import UsageError
 from mixer.plan import Plan
 from mixer.plan.limits import phase_label
+from mixer.plan.tokens import served_sum
 from mixer.report.journal import journal_summary
 from mixer.typed import to_json
 
@@ -29,6 +31,8 @@ class SplitCounts:
     blocks: int
     dropped_tokens: int
     padding_tokens: int
+    documents_cut: int | None = None  # the ledger's (None: a build older than it)
+    loss_tokens: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +54,9 @@ class SourceSummary:
     passes: int
     val: SplitCounts
     take: dict | None  # the manifest's take record, or None without `take:`
+    documents_cut: int | None = None  # the train split's ledger (None: unknown, an old build)
+    loss_tokens: int | None = None
+    loss_share: float | None = None  # of the loss tokens the plan serves (None: not readable)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +102,7 @@ class Summary:
     at_phase: int | None = None
     consumed: dict[str, dict[str, int]] | None = None
     journal: tuple[dict, ...] = ()  # amendments and skips (`mixer.report.journal`)
+    weights_in: str | None = None  # "tokens": the plan's phases are its fine segments
 
     def to_json(self) -> dict:
         return to_json(self)
@@ -102,7 +110,7 @@ class Summary:
 
 def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> Summary:
     """The summary of a build and its plan, and with ``at_sample`` what was consumed before it."""
-    served = plan.counts_at(plan.total)
+    served = _counts_at(manifest, plan, plan.total)
     total_tokens = sum(c["tokens"] for c in served.values())
     plans = {s.name: s for s in plan.sources}
     sources = {}
@@ -110,16 +118,18 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> S
         sp = plans[name]
         sources[name] = SourceSummary(
             weight=src.weight,
-            **_counts(src.train).__dict__,
+            **_counts(src.train, _ledger(manifest, name, "train")).__dict__,
             skipped=dict(src.skipped),
             samples=sp.num_samples,
             samples_share=sp.num_samples / plan.total if plan.total else 0.0,
             tokens_share=served[name]["tokens"] / total_tokens if total_tokens else 0.0,
             epochs=round(sp.epochs, 6),
             passes=sp.passes,
-            val=_counts(src.val),
+            val=_counts(src.val, _ledger(manifest, name, "val")),
             take=None if src.take is None else to_json(src.take),
         )
+    shares = _loss_shares(manifest, plan)
+    sources = {n: replace(s, loss_share=shares.get(n)) for n, s in sources.items()}
     phases = tuple(phase_summary(plan, list(sources)))
     if at_sample is not None and not 0 <= at_sample <= plan.total:
         raise UsageError(f"sample {at_sample:,} is beyond the plan's {plan.total:,} samples")
@@ -138,19 +148,57 @@ def summarize(manifest: Manifest, plan: Plan, at_sample: int | None = None) -> S
         warnings=tuple(warnings(sources, manifest.sources, phases)),
         at_sample=at_sample,
         at_phase=None if at_sample is None else plan.phase_of(at_sample),
-        consumed=None if at_sample is None else plan.counts_at(at_sample),
+        consumed=None if at_sample is None else _counts_at(manifest, plan, at_sample),
         journal=tuple(journal_summary(plan)),
+        weights_in=plan.weights_in,
     )
 
 
-def _counts(split) -> SplitCounts:
+def _counts_at(manifest: Manifest, plan: Plan, n: int) -> dict:
+    """Samples and tokens per source in the first n samples, best-fit padding taken out when
+    its file is here (a local build; a remote one counts it as tokens, as the plan does)."""
+    out = plan.counts_at(n)
+    for s, p in enumerate(plan.sources):
+        rec, folder = manifest.split(p.name, "train"), manifest.split_dir(p.name, "train")
+        if rec.padding is not None:
+            try:
+                pads = read_padding(folder / rec.padding.file, rec.blocks)
+            except (OSError, ValueError):
+                continue
+            out[p.name]["tokens"] -= served_sum(plan, s, pads, out[p.name]["samples"])
+    return out
+
+
+def _loss_shares(manifest: Manifest, plan: Plan) -> dict[str, float]:
+    """Each source's share of the loss tokens the plan serves (`MixerCollator`'s labels);
+    empty when a best-fit source's padding file cannot be read here (a remote build)."""
+    try:
+        loss = {p.name: block_loss(manifest, p.name) for p in plan.sources}
+    except OSError:
+        return {}
+    served = {
+        p.name: served_sum(plan, s, loss[p.name], p.num_samples)
+        for s, p in enumerate(plan.sources)
+    }
+    total = sum(served.values())
+    return {n: v / total if total else 0.0 for n, v in served.items()}
+
+
+def _counts(split, ledger) -> SplitCounts:
     return SplitCounts(
         documents=split.documents,
         tokens=split.tokens,
         blocks=split.blocks,
         dropped_tokens=split.dropped_tokens,
         padding_tokens=split.padding_tokens,
+        documents_cut=None if ledger is None else ledger.documents_cut,
+        loss_tokens=None if ledger is None else ledger.loss_tokens,
     )
+
+
+def _ledger(manifest: Manifest, name: str, split: str):
+    """A split's ledger (`mixer.artifacts.ledger`), or None for a build older than it."""
+    return (manifest.ledger or {}).get(name, {}).get(split)
 
 
 def phase_summary(plan: Plan, names: list[str]) -> list[PhaseSummary]:

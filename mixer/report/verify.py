@@ -79,6 +79,11 @@ def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> 
     if rec.origins is not None:
         listed.add(rec.origins.file)
         problems += _origins_problems(manifest, folder / rec.origins.file, rec.origins.sha256)
+    if rec.padding is not None:  # best-fit's per-block padding: checked as the table is
+        listed.add(rec.padding.file)
+        problems += _origins_problems(
+            manifest, folder / rec.padding.file, rec.padding.sha256, "padding file"
+        )
     if folder.is_dir():
         problems += [
             f"{folder / f}: unexpected file" for f in sorted(set(os.listdir(folder)) - listed)
@@ -115,14 +120,17 @@ def _split_problems(manifest: Manifest, name: str, split: str, totals: dict) -> 
     return problems
 
 
-def _origins_problems(manifest: Manifest, path: Path, sha256: str) -> list[str]:
-    """The provenance table: present, inside the build, with the manifest's sha256."""
+def _origins_problems(
+    manifest: Manifest, path: Path, sha256: str, what: str = "provenance table"
+) -> list[str]:
+    """The provenance table (or padding file): present, inside the build, with the
+    manifest's sha256."""
     if not path.exists():
-        return [f"{path}: provenance table is missing"]
+        return [f"{path}: {what} is missing"]
     if problem := _outside(path, manifest):
         return [problem]
     try:
-        if sha256_checked(path, manifest.root, "a provenance table") != sha256:
+        if sha256_checked(path, manifest.root, f"a {what}") != sha256:
             return [f"{path}: sha256 differs from the manifest (corrupted or altered)"]
     except OutputError as e:  # a link, a FIFO, a folder: not a regular file of the build
         return [str(e)]

@@ -19,8 +19,9 @@ from mixer.serve.buffers import Buffers, chunk_samples
 from mixer.serve.cache import SplitStore, cache_root, check_limit, open_build
 from mixer.serve.cache_limit import CacheLimit, parse_limit
 from mixer.serve.online import Online
+from mixer.serve.padding import BlockPadding
 from mixer.serve.pin import check_expected
-from mixer.serve.positions import padding_of, positions_of_starts
+from mixer.serve.positions import positions_of_starts
 from mixer.serve.ranks import rank_world
 
 WINDOW_SAMPLES = 4096  # samples whose order and blocks are computed in one vectorized step
@@ -89,6 +90,7 @@ class StreamingMixture(IterableDataset):
         self._stores: dict[str, SplitStore] = {}
         self._cache_limit: CacheLimit | None = None
         self._buffers = Buffers()
+        self._padding = BlockPadding(self.manifest, split, self.cache_dir)
 
     # -- what the plan says ---------------------------------------------------------------
     @property
@@ -109,7 +111,7 @@ class StreamingMixture(IterableDataset):
         """Samples and tokens (padding excluded) per source in the first n global samples."""
         if not 0 <= n <= self.plan.total:
             raise UsageError(f"n must be in [0, {self.plan.total}], got {n}")
-        return self.plan.counts_at(n)
+        return self._padding.counts_at(self.plan, n)
 
     def _slicing(self, start: int | None = None):
         from mixer.plan import Slicing
@@ -249,13 +251,12 @@ class StreamingMixture(IterableDataset):
         return src, blocks, index
 
     def _samples(self, src, blocks, index):
-        rows = 2 if self.position_ids else 1
         out = self._gather(src, blocks)
         names = [p.name for p in self.plan.sources]
-        pads = padding_of(self.plan, src, blocks)
+        pads = self._padding.of(self.plan, src, blocks)
         for j, (s, i) in enumerate(zip(src.tolist(), index.tolist(), strict=True)):
             sample = {"input_ids": out[0, j], "source": names[s], "index": i}
-            if rows == 2:
+            if self.position_ids:
                 sample["position_ids"] = out[1, j]
             if pads is not None:
                 sample["num_padding"] = pads[j]

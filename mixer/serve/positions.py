@@ -48,15 +48,23 @@ def positions_of_starts(
     return out
 
 
-def padding_of(plan, src: np.ndarray, blocks: np.ndarray) -> list[int] | None:
+def padding_of(
+    plan, src: np.ndarray, blocks: np.ndarray, per_block: dict | None = None, always=False
+) -> list[int] | None:
     """Padding tokens at the end of each block, or None when no source of the plan is padded.
 
     ``remainder: pad`` pads only the last block of a source's split (``Packer.finish``), with
     the EOS id: the tokens alone cannot tell padding from a document's own EOS, so the count is
-    served beside them (one int per sample, only for builds that pad).
+    served beside them (one int per sample, only for builds that pad). A best-fit source pads
+    any block: ``per_block[s]`` is its padding per block (`mixer.serve.padding`); ``always``
+    serves the count even when these samples hold none (every sample has the same keys).
     """
     pad = np.array([s.padding_tokens for s in plan.sources], np.int64)
-    if not pad.any():
+    if not pad.any() and not always:
         return None
     last = np.array([s.num_blocks - 1 for s in plan.sources], np.int64)
-    return np.where(blocks == last[src], pad[src], 0).tolist()
+    out = np.where(blocks == last[src], pad[src], 0)
+    for s, arr in (per_block or {}).items():
+        sel = src == s
+        out[sel] = arr[blocks[sel]]
+    return out.tolist()

@@ -178,6 +178,20 @@ HOSTILE = {
         lambda m, p: m["sources"]["web"]["train"].update(padding_tokens=10**6),
         r"web\.train\.padding_tokens: 1000000 is outside \[0, 15\]",
     ),
+    "ledger-count": (
+        lambda m, p: m["ledger"]["web"]["train"].update(documents_cut=10**9),
+        r"manifest\.ledger\.web\.train\.documents_cut: 1000000000 is outside \[0, ",
+    ),
+    "ledger-source": (
+        lambda m, p: m["ledger"].update({"../x": m["ledger"]["web"]}),
+        r"manifest\.ledger\.\.\./x: is not a source of the build",
+    ),
+    "padding-file": (
+        lambda m, p: m["sources"]["web"]["train"].update(
+            padding={"file": "../x", "bytes": 4, "sha256": "0" * 64}
+        ),
+        r"web\.train\.padding\.file: is not padding\.bin",
+    ),
     "control-chars": (lambda m, p: m.update(name="x\x1b]0;pwned\x07"), r"manifest\.name: holds"),
     "take-stopped": (add_take(stopped="a\x1b[2J"), r"web\.take\.stopped: holds control"),
     "take-count": (add_take(documents=-1), r"web\.take\.documents: -1 is outside"),

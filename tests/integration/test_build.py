@@ -153,8 +153,11 @@ def test_bos_and_eos_policy(cli, write_recipe, tmp_path):
         assert (ids[starts] == 0).all()  # each document begins with BOS
 
 
-def test_byte_identical_for_any_number_of_workers(cli, write_recipe, tmp_path):
-    recipe = small_recipe(tmp_path, validation={"docs": 7})
+@pytest.mark.parametrize("packing", ["concat", "bestfit"])
+def test_byte_identical_for_any_number_of_workers(cli, write_recipe, tmp_path, packing):
+    recipe = small_recipe(tmp_path, validation={"docs": 7}, packing=packing)
+    if packing == "bestfit":
+        recipe["packing_window"] = 7  # several windows, across units
     outs = []
     for w in (1, 2, 3):
         out = tmp_path / f"out{w}"
@@ -461,3 +464,20 @@ def test_a_json_line_per_unit_when_not_on_a_terminal(cli, write_recipe, tmp_path
     assert events[0]["event"] == "note" and "encoding with" in events[0]["message"]
     quiet = cli("build", recipe, "-w", "1", "--no-progress", "-o", tmp_path / "quiet")
     assert not [line for line in quiet.output.splitlines() if line.startswith("{")]
+
+
+def test_packing_per_source_leaves_a_concat_source_as_it_was(tmp_path):
+    """`packing: bestfit` on one source: it gets a padding file and a new key; the other
+    source keeps the very bytes and key of an all-concat build (nothing re-tokenized)."""
+    from tests.helpers import build_demo
+
+    weights = {"web": 0.5, "zh": 0.5}
+    plain = build_demo(tmp_path / "a", weights)
+    mixed = build_demo(tmp_path / "b", weights, sources_packing={"web": "bestfit"})
+    m, p = Manifest.load(mixed), Manifest.load(plain)
+    assert m.split("web").padding is not None and m.split("zh").padding is None
+    assert m.sources["zh"].key == p.sources["zh"].key
+    assert m.sources["web"].key != p.sources["web"].key
+    for split in ("train", "val"):
+        assert m.split("zh", split).shards == p.split("zh", split).shards
+    assert m.ledger["web"]["train"].documents_cut <= p.ledger["web"]["train"].documents_cut

@@ -28,7 +28,7 @@ def _normalize(value, roots: dict[str, str]):
         return {
             k: 0 if k == "mtime_ns" else _normalize(v, roots)
             for k, v in value.items()
-            if k not in ("created", "fingerprint", "manifest", "encoders")
+            if k not in ("created", "fingerprint", "manifest", "encoders", "ledger")
         }
     if isinstance(value, list):
         return [_normalize(v, roots) for v in value]

@@ -199,3 +199,16 @@ def test_a_hugging_face_source_names_its_examples(tmp_path, streaming):
                 record = flat[p["record"]]
             a, z = p["chars"]
             assert p["text"] == record[a:z]
+
+
+def test_inspect_shows_a_best_fit_blocks_padding_apart(cli, tmp_path):
+    """The padding of a best-fit block is no document's: inspect shows it after the pieces."""
+    from mixer.serve.padding import BlockPadding
+
+    out = build_demo(tmp_path, {"zh": 1.0}, seq_len=64, packing="bestfit")
+    manifest = Manifest.load(out)
+    pads = BlockPadding(manifest, "train", tmp_path / "c").array("zh")
+    b = int(pads.argmax())
+    result = cli("inspect", out, "--source", "zh", "--index", b)
+    assert result.exit_code == 0, result.output
+    assert f"padding · tokens {64 - pads[b]}-63 (not trained)" in result.output

@@ -80,7 +80,14 @@ def _write(root: Path, kind: str, n: int, docs: list[str]) -> tuple[str, dict[in
 
 
 def _build(
-    root: Path, kind: str, files: list[list[str]], val: bool, take, workers: int, name: str = ""
+    root: Path,
+    kind: str,
+    files: list[list[str]],
+    val: bool,
+    take,
+    workers: int,
+    name: str = "",
+    packing: str = "concat",
 ) -> Path:
     from mixer.builder import build
     from mixer.recipe import parse_recipe
@@ -102,6 +109,8 @@ def _build(
         "sources": {"s": source},
         "remainder": "drop",
     }
+    if packing != "concat":  # windows of 5 documents: several per unit, some across units
+        recipe.update(packing=packing, packing_window=5)
     if val:
         recipe["validation"] = {"fraction": 0.3}
     out = root / (name or f"out{workers}")
@@ -129,7 +138,9 @@ def _check_split(manifest: Manifest, split: str, records: dict, cache: Path) -> 
         vocab_size=manifest.tokenizer.vocab_size,
     )
     bos, eos = manifest.tokenizer.bos_id, manifest.tokenizer.eos_id
+    before = table.padding_before
     for b in range(rec.blocks):
+        real = manifest.seq_len - (0 if before is None else int(before[b + 1] - before[b]))
         block = store.block(b)
         got: list[int] = []
         for p in block_pieces(manifest, table, "s", split, b):
@@ -142,7 +153,9 @@ def _check_split(manifest: Manifest, split: str, records: dict, cache: Path) -> 
             assert len(ids) == p["tokens"] == z - a
             assert p["cut"] == (a > 0 or z < n)
             got += ids
-        assert got == block.input_ids.tolist(), (split, b)
+        assert got == block.input_ids[:real].tolist(), (split, b)
+        pad = manifest.tokenizer.pad_id
+        assert (block.input_ids[real:] == pad).all()  # padding only at the block's end
 
 
 @pytest.mark.slow
@@ -159,25 +172,43 @@ def _check_split(manifest: Manifest, split: str, records: dict, cache: Path) -> 
         st.integers(20, 400).map(lambda n: {"tokens": n}),
         st.just({"fraction": 0.5}),
     ),
+    packing=st.sampled_from(["concat", "bestfit"]),
 )
 def test_pieces_re_encode_to_every_block_and_workers_agree(
-    tmp_path_factory, monkeypatch, kind, files, val, take
+    tmp_path_factory, monkeypatch, kind, files, val, take, packing
 ):
+    _pieces_re_encode(tmp_path_factory, monkeypatch, kind, files, val, take, packing)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "paragraph", "parquet"])
+def test_bestfit_pieces_re_encode_to_every_block_and_workers_agree(
+    tmp_path_factory, monkeypatch, kind
+):
+    """Best-fit reorders a window's documents: the table follows the layout, every block's
+    real tokens are its pieces' and the rest is padding, for 1 and 2 workers."""
+    words = [" ".join(WORDS[(i * 7) % 40 : (i * 7) % 40 + 1 + i % 13]) for i in range(40)]
+    files = [words[:25], words[25:]]
+    note = lambda text: None  # noqa: E731 (hypothesis's event outside a test)
+    _pieces_re_encode(tmp_path_factory, monkeypatch, kind, files, True, None, "bestfit", note)
+
+
+def _pieces_re_encode(tmp_path_factory, monkeypatch, kind, files, val, take, packing, note=event):
     monkeypatch.setattr("mixer.builder.units.RANGE_BYTES", 256)  # many units per file
     root = tmp_path_factory.mktemp("corpus")
     _tokenizer(root / "tok.json")
     records = dict(_write(root, kind, i, docs) for i, docs in enumerate(files))
     try:
-        out = _build(root, kind, files, val, take, workers=1)
+        out = _build(root, kind, files, val, take, workers=1, packing=packing)
     except Exception as e:  # a corpus too small for one block is refused in one line
         assert "make no block" in str(e) or "no document kept" in str(e), e
-        event("too small for a block")
+        note("too small for a block")
         return
     manifest = Manifest.load(out)
-    event(f"{kind}: {manifest.split('s', 'train').blocks // 10 * 10}+ train blocks")
+    note(f"{kind}: {manifest.split('s', 'train').blocks // 10 * 10}+ train blocks")
     for split in ("train", "val"):
         _check_split(manifest, split, records, cache_root() / "exact" / root.name / split)
-    again = Manifest.load(_build(root, kind, files, val, take, workers=2))
+    again = Manifest.load(_build(root, kind, files, val, take, workers=2, packing=packing))
+    assert manifest.fingerprint == again.fingerprint and manifest.ledger == again.ledger
     for split in ("train", "val"):
         assert manifest.split("s", split).origins == again.split("s", split).origins
         one = (out / "sources" / "s" / split / "origins.bin").read_bytes()

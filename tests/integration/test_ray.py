@@ -25,7 +25,8 @@ def test_ray_engine_gives_the_local_engines_bytes(cli, tmp_path):
             "validation": {"docs": 5},
             "sources": {
                 "web": {"files": "web/*.jsonl*", "weight": 0.3},
-                "zh": {"files": "zh/*.parquet", "weight": 0.7},
+                # one source best-fit packed: its padding file and table reordered, too
+                "zh": {"files": "zh/*.parquet", "weight": 0.7, "packing": "bestfit"},
             },
         }
         (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
@@ -41,5 +42,6 @@ def test_ray_engine_gives_the_local_engines_bytes(cli, tmp_path):
             }
         assert outs["local"] == outs["ray"]
         assert any(k.endswith(".zstd") for k in outs["ray"])
+        assert "sources/zh/train/padding.bin" in outs["ray"]
     finally:
         ray.shutdown()

@@ -77,6 +77,38 @@ def test_json_matches_the_manifest_and_the_plan(cli, out):
         }
 
 
+def test_the_ledger_counts_cut_documents_and_scored_labels(cli, out):
+    """Concat: a document is cut when its tokens cross a block boundary (from the provenance
+    table's token counts, in packing order); loss tokens are L - 1 per block less padding."""
+    from mixer.artifacts.origins import OriginsTable
+
+    s, m = stats_json(cli, out), Manifest.load(out)
+    for name, src in s["sources"].items():
+        table = OriginsTable(out / "sources" / name / "train" / "origins.bin")
+        chunks = range(len(table.arrays["c_offset"]))
+        tokens = np.concatenate([table._chunk(c)["tokens"] for c in chunks]).astype(np.int64)
+        ends = np.cumsum(tokens)
+        assert src["documents_cut"] == int(((ends - tokens) // 64 != (ends - 1) // 64).sum())
+        assert src["loss_tokens"] == m.split(name).blocks * 63 - m.split(name).padding_tokens
+        assert src["documents_cut"] > 0
+
+
+def test_a_build_older_than_the_ledger_shows_it_unknown(cli, out, tmp_path):
+    """The ledger is outside the fingerprint: a manifest without it still loads."""
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["ledger"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    s = stats_json(cli, old)
+    assert all(
+        "documents_cut" not in src and "loss_tokens" not in src for src in s["sources"].values()
+    )
+    result = cli("stats", old)
+    assert result.exit_code == 0, result.output
+    assert "│        ? │" in result.output
+
+
 def test_consumed_equals_iteration(cli, out, tmp_path):
     samples = list(itertools.islice(StreamingMixture(out, cache_dir=tmp_path), 1000))
     by_sample = stats_json(cli, out, "--at-sample", 1000)

@@ -368,3 +368,35 @@ def test_importing_the_module_does_not_import_transformers():
     code = "import sys, mixer, mixer.integrations.hf; print('transformers' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_bestfit_padding_is_never_scored(tmp_path):
+    """A best-fit build pads most blocks: the loss MixerCollator's labels give is the mean
+    over real next-token predictions only, computed here from the logits by hand, and it is
+    not the loss with the padding scored."""
+    out = build_demo(
+        tmp_path, {"web": 0.5, "zh": 0.5}, seq_len=32, packing="bestfit", mixture={"samples": 8}
+    )
+    samples = list(StreamingMixture(out, cache_dir=tmp_path / "cache"))
+    pads = [x["num_padding"] for x in samples]
+    assert any(pads)
+    batch = MixerCollator()(samples)
+    model = tiny_llama().eval()
+    with torch.no_grad():
+        out_ = model(**batch)
+    logits = out_.logits.float()
+    losses = []
+    for row, pad in enumerate(pads):
+        real = 32 - pad  # predictions t -> t + 1 inside the real tokens only
+        ids = batch["input_ids"][row]
+        losses.append(
+            torch.nn.functional.cross_entropy(
+                logits[row, : real - 1], ids[1:real], reduction="none"
+            )
+        )
+    want = torch.cat(losses).mean()
+    torch.testing.assert_close(out_.loss, want, atol=1e-5, rtol=1e-5)
+    scored_all = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), batch["input_ids"][:, 1:].reshape(-1)
+    )
+    assert abs(scored_all.item() - want.item()) > 1e-4  # the padding would change it

@@ -80,3 +80,10 @@ def test_printing_the_module_opens_nothing():
 def test_without_litgpt_the_class_says_what_to_install():
     with pytest.raises(ImportError, match=r"needs litgpt .*pip install 'mixer\[litgpt\]'"):
         integration.MixerData  # noqa: B018
+
+
+def test_a_best_fit_build_is_refused(tmp_path):
+    """litgpt pretrain would train on the padding of every block: refused in one line."""
+    out = build_demo(tmp_path, {"web": 1.0}, seq_len=17, packing="bestfit")
+    with pytest.raises(TrainerError, match=r"sources web are best-fit packed .* `packing: concat`"):
+        data(out, cache_dir=str(tmp_path / "cache")).train_dataloader()

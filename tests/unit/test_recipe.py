@@ -170,7 +170,21 @@ ERRORS = [
         r"sources\.web\.txt_mode: must be one of file, line, paragraph, got 'sentence'",
     ),
     ("remainder", "remainder", "keep", r"remainder: must be one of drop, pad, got 'keep'"),
-    ("packing", "packing", "bfd", r"packing: must be one of concat, got 'bfd'"),
+    ("packing", "packing", "bfd", r"packing: must be one of concat, bestfit, got 'bfd'"),
+    ("packing_window", "packing_window", 0, r"packing_window: must be >= 1, got 0"),
+    ("weights_in", "mixture", {"weights_in": "bytes"}, r"mixture\.weights_in: must be one of"),
+    (
+        "weights_in phases",
+        "mixture",
+        {"weights_in": "tokens", "phases": [{"weights": {"web": 1}}]},
+        r"mixture\.weights_in: tokens is not supported with phases yet; give the weights",
+    ),
+    (
+        "source packing",
+        "sources.web.packing",
+        "greedy",
+        r"sources\.web\.packing: must be one of concat, bestfit, got 'greedy'",
+    ),
     (
         "validation both",
         "validation",
