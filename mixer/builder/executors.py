@@ -216,7 +216,9 @@ class RayExecutor:
 
             raise MixerError("--engine ray needs Ray: pip install 'mixer[ray]'") from None
         if not ray.is_initialized():
-            kwargs = {"address": self.address} if self.address else {"num_cpus": self.num_cpus}
+            # "local": a new instance of our own, even where a cluster left its address behind
+            local = {"address": "local", "num_cpus": self.num_cpus}
+            kwargs = {"address": self.address} if self.address else local
             ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
             self._started = True
         self._ray = ray

@@ -115,8 +115,10 @@ def _losses(s: SourceSummary | SplitCounts) -> tuple[str, ...]:
     """Dropped and padding tokens, and the ledger's cut documents and loss tokens ("?": a
     build older than the ledger)."""
     ledger = (s.documents_cut, s.loss_tokens)
-    return f"{s.dropped_tokens:,}", f"{s.padding_tokens:,}", *(
-        "?" if n is None else f"{n:,}" for n in ledger
+    return (
+        f"{s.dropped_tokens:,}",
+        f"{s.padding_tokens:,}",
+        *("?" if n is None else f"{n:,}" for n in ledger),
     )
 
 

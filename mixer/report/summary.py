@@ -177,8 +177,7 @@ def _loss_shares(manifest: Manifest, plan: Plan) -> dict[str, float]:
     except OSError:
         return {}
     served = {
-        p.name: served_sum(plan, s, loss[p.name], p.num_samples)
-        for s, p in enumerate(plan.sources)
+        p.name: served_sum(plan, s, loss[p.name], p.num_samples) for s, p in enumerate(plan.sources)
     }
     total = sum(served.values())
     return {n: v / total if total else 0.0 for n, v in served.items()}

@@ -13,7 +13,7 @@ from tests.helpers import DATA, TOKENIZER
 def test_ray_engine_gives_the_local_engines_bytes(cli, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'mixer[ray]')")
     try:  # skipped only where Ray cannot start at all, with the reason
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     except Exception as e:  # noqa: BLE001
         pytest.skip(f"Ray cannot start on this machine: {e}")
     try:

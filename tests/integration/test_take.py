@@ -106,7 +106,7 @@ def test_same_documents_for_any_workers_and_either_engine(tmp_path):
     assert _shards(tmp_path / "w1") == _shards(tmp_path / "w2")
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'mixer[ray]')")
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     except Exception as e:  # noqa: BLE001
         pytest.skip(f"Ray cannot start on this machine: {e}")
     try:

@@ -84,3 +84,14 @@ def test_cache_size_benchmark_runs_and_the_cache_is_the_tokens(tmp_path):
         assert res[f"{name}_tokens"] > 0
         assert res[f"{name}_cache_bytes"] <= 1.1 * res[f"{name}_token_bytes"]
     assert res["qwen_dtype"] == "uint32" and res["demo_dtype"] == "uint16"
+
+
+def test_packing_benchmark_compares_both_packings_on_the_same_files(tmp_path):
+    res = _run(tmp_path, "bench_packing.py", "--mb", "0.5", "--reps", "1", "--window", "256")
+    concat, bestfit = res["concat"]["ledger"], res["bestfit"]["ledger"]
+    assert concat["documents"] == bestfit["documents"] > 0
+    assert concat["padding_tokens"] < 2048 * 6  # concat pads at most the last block of a split
+    # best-fit cuts only the documents longer than a block; concat cuts at block boundaries
+    assert bestfit["documents_cut"] == bestfit["documents"] - bestfit["documents_that_fit"]
+    assert concat["documents_cut"] > bestfit["documents_cut"]
+    assert res["bestfit_speed_vs_concat"] > 0
