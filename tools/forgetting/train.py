@@ -165,13 +165,14 @@ def run(job: Job) -> dict:
     measure(steps)
     if job.save:
         torch.save(model.state_dict(), job.save)
-    served = {name: c["samples"] for name, c in data.counts_at(steps * job.batch_size).items()}
-    assert served == seen, (served, seen)  # the plan's counts are what the loop trained on
+    counts = data.counts_at(steps * job.batch_size)  # the plan's, its online changes included
+    served = {name: c["samples"] for name, c in counts.items()}
+    assert served == seen, (served, seen)  # ... are what the loop trained on
     return {
         "name": job.name,
         **curves,
         "served": served,
-        "tokens": {n: c["tokens"] for n, c in data.counts_at(steps * job.batch_size).items()},
+        "tokens": {name: c["tokens"] for name, c in counts.items()},
         "changes": changes,
         "journal": data.state_dict().get("journal", []),
         "seconds": time.perf_counter() - started,
