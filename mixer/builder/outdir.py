@@ -7,7 +7,7 @@ two renames of a publish). Whatever moment a build is killed at, ``OUT`` is eith
 complete output or absent, and the next build restores the previous one if it is absent.
 
 Only folders a build made are ever moved or removed: ``.OUT.building/`` holds the file
-``.mixer-building`` from its creation until just before it is published, and ``.OUT.old/`` the
+``.mixer-building`` from its creation until just after it is published, and ``.OUT.old/`` the
 file ``.mixer-old``, written into the output just before it is renamed there. A folder at either
 name without its mark (the user's own ``.data.old/``, say) is an error naming it, never touched.
 """
@@ -60,6 +60,8 @@ class BuildDir:
                 (self.out / OLD_MARK).unlink()
             if _ours(self.old, OLD_MARK):
                 shutil.rmtree(self.old)
+            if (self.out / FILENAME).is_file() and (self.out / WORK_MARK).is_file():
+                (self.out / WORK_MARK).unlink()  # a publish was cut just after its last rename
             if not _ours(self.work, WORK_MARK, empty_ok=True):
                 self.work.mkdir()
             (self.work / WORK_MARK).touch()
@@ -102,14 +104,17 @@ class BuildDir:
             self._fd = None
 
     def publish(self) -> None:
-        """Make the work the output: everything flushed first, then two renames."""
-        (self.work / WORK_MARK).unlink()
+        """Make the work the output: everything flushed first, then two renames. The work keeps
+        its mark until it is the output (a kill at any moment before leaves a folder the rerun
+        knows as its own); a kill right after leaves the mark in the output, removed by the next
+        build."""
         _fsync_tree(self.work)
         if self.out.exists():
             (self.out / OLD_MARK).touch()
             os.rename(self.out, self.old)
         os.rename(self.work, self.out)
         _fsync_dir(self.out.parent)
+        (self.out / WORK_MARK).unlink()
         shutil.rmtree(self.old, ignore_errors=True)
 
     def discard(self) -> None:

@@ -43,7 +43,8 @@ def content(out: Path) -> dict:
     """Everything a build wrote, but the manifest's creation time."""
     files = {}
     for p in sorted(out.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
+        # .mixer-building: left in the new output by a kill just after publish's last rename
+        if p.is_file() and p.name not in ("manifest.json", ".mixer-building"):
             files[str(p.relative_to(out))] = p.read_bytes()
     m = Manifest.load(out).to_dict()
     m.pop("created")
@@ -172,3 +173,33 @@ def test_a_publish_cut_between_its_renames_restores_the_previous_output(tmp_path
     assert result.exit_code == 2  # no output at the path: never a partial one
     assert cli("build", recipe, "-w", "1").exit_code == 0
     assert content(tmp_path / "out") == before
+
+
+def test_a_publish_cut_while_flushing_keeps_its_work(tmp_path, cli, monkeypatch):
+    """Killed while publish flushes the finished build (CI once killed there): the rerun knows
+    the work folder as its own and publishes the same output."""
+    import mixer.builder.outdir
+
+    recipe = make_recipe(tmp_path, copies=1)
+    assert cli("build", recipe, "-w", "1").exit_code == 0
+    before = content(tmp_path / "out")
+
+    def killed(root):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mixer.builder.outdir, "_fsync_tree", killed)
+    assert cli("build", recipe, "-w", "1").exit_code == 130
+    assert (tmp_path / ".out.building" / ".mixer-building").is_file()
+    monkeypatch.undo()
+    result = cli("build", recipe, "-w", "1")
+    assert result.exit_code == 0, result.output
+    assert content(tmp_path / "out") == before
+
+
+def test_a_publish_cut_after_its_last_rename_is_finished_by_the_next_build(tmp_path, cli):
+    recipe = make_recipe(tmp_path, copies=1)
+    assert cli("build", recipe, "-w", "1").exit_code == 0
+    (tmp_path / "out" / ".mixer-building").touch()  # the mark publish removes last
+    assert cli("build", recipe, "-w", "1").exit_code == 0
+    assert not (tmp_path / "out" / ".mixer-building").exists()
+    assert cli("verify", tmp_path / "out").exit_code == 0
