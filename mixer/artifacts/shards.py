@@ -45,6 +45,7 @@ from mixer.errors import OutputError
 COMPRESSION = "zstd"
 ZSTD_LEVEL = 3  # MDSWriter's level for "zstd"
 _SAMPLE_EXTRA = 4  # MDSWriter counts 4 bytes per sample (its offset) against the size limit
+_SLICE_PARTS = 3 * 128  # parts (3 per block) joined per write to the compressor: ~1 MiB at 2048
 
 
 def _config(seq_len: int, dtype: str, shard_size: int) -> dict:
@@ -110,24 +111,27 @@ class ShardWriter:
 
     def _flush(self) -> None:
         """Write the shard being filled (possibly empty, as MDSWriter does when a single sample
-        exceeds the limit) and start a new one."""
+        exceeds the limit) and start a new one. The shard is streamed through the compressor
+        in slices (the same frame as one call on the joined bytes, its size pledged): no copy
+        of the shard, nor of its compressed bytes, besides the blocks themselves."""
         n = len(self._sizes)
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(self._sizes, out=offsets[1:])
         offsets += 4 + 4 * (n + 1) + len(self._config_data)
-        raw = b"".join(
-            [np.uint32(n).tobytes(), offsets.astype(np.uint32).tobytes(), self._config_data]
-            + self._parts
-        )
+        head = [np.uint32(n).tobytes(), offsets.astype(np.uint32).tobytes(), self._config_data]
+        raw_bytes = int(offsets[-1])
         name = f"shard.{len(self._shards):05}.mds"
-        packed = self._zstd.compress(raw)
         with open(self.out_dir / f"{name}.zstd", "wb") as f:
-            f.write(packed)
+            out = _Hashing(f)
+            with self._zstd.stream_writer(out, size=raw_bytes, closefd=False) as z:
+                z.write(b"".join(head))
+                for i in range(0, len(self._parts), _SLICE_PARTS):
+                    z.write(b"".join(self._parts[i : i + _SLICE_PARTS]))
         self._shards.append(
             {
                 "samples": n,
-                "raw_data": {"basename": name, "bytes": len(raw), "hashes": {}},
-                "zip_data": {"basename": f"{name}.zstd", "bytes": len(packed), "hashes": {}},
+                "raw_data": {"basename": name, "bytes": raw_bytes, "hashes": {}},
+                "zip_data": {"basename": f"{name}.zstd", "bytes": out.size, "hashes": {}},
                 **self.config,
             }
         )
@@ -135,9 +139,9 @@ class ShardWriter:
             ShardRecord(
                 file=f"{name}.zstd",
                 samples=n,
-                bytes=len(packed),
-                raw_bytes=len(raw),
-                sha256=hashlib.sha256(packed).hexdigest(),
+                bytes=out.size,
+                raw_bytes=raw_bytes,
+                sha256=out.sha.hexdigest(),
             )
         )
         self._reset()
@@ -149,3 +153,18 @@ class ShardWriter:
         with open(self.out_dir / "index.json", "w") as f:
             json.dump({"version": 2, "shards": self._shards}, f, sort_keys=True)
         return tuple(self._records)
+
+
+class _Hashing:
+    """A write-only file that hashes and counts what goes through it (the compressed shard)."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
