@@ -25,18 +25,18 @@ from rich.console import Console
 from mixer.artifacts.manifest import Manifest
 from mixer.artifacts.planfile import save_plan, train_plan
 from mixer.builder import decide, encoders, reuse, take_reuse
-from mixer.builder.executors import auto_workers, emit, worker_state
+from mixer.builder.executors import auto_workers
 from mixer.builder.merge import SourceMerge
 from mixer.builder.outdir import BuildDir, write_error
 from mixer.builder.progress import BuildProgress
 from mixer.builder.record import encoder_record, source_record, write_manifest
 from mixer.builder.run_units import reused_loader, tokenize
 from mixer.builder.schedule import Schedule
-from mixer.builder.spill import UnitResult, unit_key
+from mixer.builder.spill import unit_key
 from mixer.builder.take_measure import Take, resolve_takes
-from mixer.builder.tokenizer import BuildTokenizer, Encoder, Ids
+from mixer.builder.task import Task, run_task, worker_setup
+from mixer.builder.tokenizer import BuildTokenizer
 from mixer.builder.units import Unit, iter_units, plan_units
-from mixer.builder.worker import run_unit
 from mixer.errors import EngineError, MixerError, RecipeError
 from mixer.recipe import Recipe, SourceSpec
 
@@ -87,9 +87,9 @@ class Build:
         b = self.takes.get(name)
         return (b.measure, b.amount) if b is not None and b.stops else None
 
-    def task(self, spec: SourceSpec, unit: Unit) -> _Task:
+    def task(self, spec: SourceSpec, unit: Unit) -> Task:
         keep = spec.validation.docs or 0
-        return _Task(
+        return Task(
             unit=unit,
             spec=spec,
             work_dir=self.work,
@@ -97,38 +97,6 @@ class Build:
             keep_smallest=keep,
             limit=self.stop(spec.name),
         )
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Task:
-    unit: Unit
-    spec: SourceSpec
-    work_dir: Path
-    strict: bool
-    keep_smallest: int
-    limit: tuple[str, float] | None = None  # a take's (measure, amount): stop the unit there
-
-
-def _setup(tokenizer_json: str | None, ids: Ids, spec) -> dict:
-    """A worker's encoder: loaded from ``spec`` (gigatoken's or tiktoken's), else `tokenizers`
-    from the JSON."""
-    kw = {"bos_id": ids.bos_id, "eos_id": ids.eos_id, "dtype": ids.dtype}
-    if spec is not None:
-        return {"encoder": spec.load(**kw)}
-    return {"encoder": Encoder(tokenizer_json, **kw)}
-
-
-def _run(task: _Task) -> UnitResult:
-    return run_unit(
-        task.unit,
-        task.spec,
-        worker_state()["encoder"],
-        task.work_dir,
-        strict=task.strict,
-        keep_smallest=task.keep_smallest,
-        progress=emit,
-        limit=task.limit,
-    )
 
 
 def build(recipe: Recipe, **options) -> Manifest:
@@ -283,8 +251,10 @@ def _tokenize(b: Build):
         bar=b.bar,
         encoder=b.encoder,
         engine=b.engine,
-        run=_run,
-        setup=lambda ids, fast: functools.partial(_setup, None if fast else json, ids, fast),
+        run=run_task,
+        setup=lambda ids, fast, loaded: functools.partial(
+            worker_setup, None if fast else json, ids, fast, loaded
+        ),
         make_task=b.task,
     )
     return schedule, merges, verdict

@@ -75,9 +75,10 @@ def tokenize(
     """Run the schedule's units (``schedule.built`` then holds every source's merge); the
     encoder that ran and its check (None: nothing to build). ``encoder``: (the encoder asked
     for, where it was asked: for messages); ``samples``: each source's first units, for the
-    check; ``key(spec, unit)`` a unit's completion-record key; ``setup(ids, spec)`` gives a
-    worker's setup (spec None: `tokenizers`), ``make_task(spec, unit)`` a task, ``run`` runs
-    one in a worker."""
+    check; ``key(spec, unit)`` a unit's completion-record key; ``setup(ids, spec, loaded)``
+    gives a worker's setup (spec None: `tokenizers`; ``loaded``: this process's copy of the
+    encoder, reused when the units run in this process), ``make_task(spec, unit)`` a task,
+    ``run`` runs one in a worker."""
     if not schedule.sources:
         return None
     asked, label = encoder
@@ -87,7 +88,9 @@ def tokenize(
     with bar:
         while True:
             gate = _Gate(bar)
-            with _executor(engine, workers, setup(tok.ids, cand.spec), gate) as ex:
+            here = engine[0] != "ray" and workers == 1  # the units run in this process
+            loaded = cand.encoder if here else None  # loaded once, not twice (0.15 s for Qwen)
+            with _executor(engine, workers, setup(tok.ids, cand.spec, loaded), gate) as ex:
                 fresh = ex.map(run, schedule.feed(make_task))  # the workers start at once
                 if verdict is None:
                     needed = cand.name != encoders.reference_name(tok)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mixer.artifacts.fetch import private_dir
+from mixer.builder import rank_cache
 from mixer.errors import TokenizerError
 from mixer.identity import digest
 
@@ -52,12 +53,22 @@ SPECIALS = {
 
 
 def read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
-    """Parse a tiktoken BPE file: one ``<base64 token> <rank>`` per line."""
+    """Parse a tiktoken BPE file: one ``<base64 token> <rank>`` per line (once per file's
+    content: then from `mixer.builder.rank_cache`)."""
     try:
-        lines = path.read_bytes().splitlines()
+        data = path.read_bytes()
     except OSError as e:
         raise TokenizerError(f"{path}: cannot read the tiktoken file: {e}") from None
-    try:  # every build and worker reads it: one C call per token (Qwen: 0.06 s, not 0.13 s)
+    sha256 = hashlib.sha256(data).hexdigest()
+    ranks = rank_cache.load(sha256)
+    if ranks is None:
+        ranks = _parse_ranks(path, data.splitlines())
+        rank_cache.store(sha256, ranks)
+    return ranks
+
+
+def _parse_ranks(path: Path, lines: list[bytes]) -> dict[bytes, int]:
+    try:  # one C call per token (Qwen: 0.12 s, not twice that)
         ranks = {a2b(t, strict_mode=True): int(r) for t, r in map(bytes.split, filter(None, lines))}
     except ValueError:  # binascii.Error is one; name the line
         ranks = _ranks_line_by_line(path, lines)

@@ -9,6 +9,7 @@ the vocabulary one token, exactly as tiktoken does (tests check the ids against 
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 from dataclasses import dataclass, field, fields
@@ -210,6 +211,12 @@ class Encoder:
 
     def _specials(self, bos_id: int | None, eos_id: int | None, dtype: str) -> None:
         self.bos_id, self.eos_id, self.dtype = bos_id, eos_id, np.dtype(dtype)
+
+    def with_ids(self, *, bos_id: int | None, eos_id: int | None, dtype: str) -> Encoder:
+        """This encoder with other BOS/EOS ids and dtype, sharing its loaded tokenizer."""
+        other = copy.copy(self)
+        other._specials(bos_id, eos_id, dtype)
+        return other
 
     def _flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(ids of the texts concatenated, int64 lengths); TypeError for lone surrogates."""

@@ -101,7 +101,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_same_output(tmp_path, refere
 
 def interrupt_after(monkeypatch, done: int):
     """Make the build's third unit raise KeyboardInterrupt, as if the machine went down."""
-    import mixer.builder.orchestrate
+    import mixer.builder.task
     import mixer.builder.worker
 
     calls = []
@@ -112,7 +112,7 @@ def interrupt_after(monkeypatch, done: int):
             raise KeyboardInterrupt
         return mixer.builder.worker.run_unit(*args, **kwargs)
 
-    monkeypatch.setattr(mixer.builder.orchestrate, "run_unit", run_unit)
+    monkeypatch.setattr(mixer.builder.task, "run_unit", run_unit)
 
 
 def test_an_interrupted_build_reuses_finished_units(tmp_path, cli, monkeypatch):

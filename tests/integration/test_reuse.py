@@ -26,6 +26,7 @@ def forbid(monkeypatch):
     import mixer.artifacts.shards
     import mixer.builder.orchestrate
     import mixer.builder.reuse
+    import mixer.builder.task
 
     def boom(what):
         def f(*a, **k):
@@ -35,7 +36,7 @@ def forbid(monkeypatch):
 
     def apply(*what):
         if "tokenize" in what:
-            monkeypatch.setattr(mixer.builder.orchestrate, "run_unit", boom("tokenize"))
+            monkeypatch.setattr(mixer.builder.task, "run_unit", boom("tokenize"))
             monkeypatch.setattr(
                 mixer.builder.orchestrate, "BuildTokenizer", boom("load the tokenizer")
             )
@@ -93,14 +94,15 @@ def test_touching_an_input_rehashes_it_and_still_reuses(cli, tmp_path, forbid):
 
 def test_adding_a_source_tokenizes_only_that_source(cli, tmp_path, monkeypatch):
     import mixer.builder.orchestrate
+    import mixer.builder.task
 
     recipe = three_sources(tmp_path)
     del recipe["sources"]["zh"]
     assert cli("build", write(tmp_path / "r.yaml", recipe), "-w", "1").exit_code == 0
     ran = []
-    real = mixer.builder.orchestrate.run_unit
+    real = mixer.builder.task.run_unit
     monkeypatch.setattr(
-        mixer.builder.orchestrate,
+        mixer.builder.task,
         "run_unit",
         lambda u, *a, **k: ran.append(u.source) or real(u, *a, **k),
     )
@@ -118,14 +120,15 @@ def test_adding_a_source_tokenizes_only_that_source(cli, tmp_path, monkeypatch):
 
 def test_a_changed_input_rebuilds_its_source(cli, tmp_path, monkeypatch):
     import mixer.builder.orchestrate
+    import mixer.builder.task
 
     recipe = write(tmp_path / "r.yaml", three_sources(tmp_path))
     assert cli("build", recipe, "-w", "1").exit_code == 0
     (tmp_path / "web" / "fortunes.jsonl").write_text('{"text": "a brand new document"}\n')
     ran = []
-    real = mixer.builder.orchestrate.run_unit
+    real = mixer.builder.task.run_unit
     monkeypatch.setattr(
-        mixer.builder.orchestrate,
+        mixer.builder.task,
         "run_unit",
         lambda u, *a, **k: ran.append(u.source) or real(u, *a, **k),
     )

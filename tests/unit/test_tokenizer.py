@@ -178,3 +178,47 @@ def test_a_cache_that_cannot_be_written_costs_only_time(qwen, tmp_path, monkeypa
     blocked.write_text("")
     monkeypatch.setenv("MIXER_CACHE", str(blocked))  # tokenizers/ cannot be made under a file
     assert load_tokenizer(qwen_spec()).fingerprint == qwen.fingerprint
+
+
+def test_tiktoken_ranks_are_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    import mixer.builder.tiktoken_vocab as vocab
+
+    monkeypatch.setenv("MIXER_CACHE", str(tmp_path))
+    path = qwen_tiktoken_file()
+    first = vocab.read_tiktoken_ranks(path)
+    assert len(first) == 151_643 and first[b"!"] == 0
+    (entry,) = (tmp_path / "tokenizers").glob("ranks-*.marshal")
+    monkeypatch.setattr(vocab, "_parse_ranks", lambda *a: pytest.fail("parsed again"))
+    assert vocab.read_tiktoken_ranks(path) == first
+    monkeypatch.undo()
+    monkeypatch.setenv("MIXER_CACHE", str(tmp_path))
+    for damage in (
+        lambda b: b[:-100],
+        lambda b: b[:40] + bytes([b[40] ^ 1]) + b[41:],
+        lambda b: b"",
+    ):
+        entry.write_bytes(damage(entry.read_bytes()))  # truncated, a flipped bit, empty
+        assert vocab.read_tiktoken_ranks(path) == first  # parsed again, and kept again
+        assert rank_cache_entry_is_whole(entry)
+
+
+def rank_cache_entry_is_whole(entry) -> bool:
+    import hashlib
+
+    blob = entry.read_bytes()
+    return len(blob) > 32 and hashlib.sha256(blob[32:]).digest() == blob[:32]
+
+
+def test_a_changed_tiktoken_file_is_not_read_from_the_cache(tmp_path, monkeypatch):
+    import mixer.builder.tiktoken_vocab as vocab
+
+    monkeypatch.setenv("MIXER_CACHE", str(tmp_path / "cache"))
+    small = tmp_path / "small.tiktoken"
+    lines = qwen_tiktoken_file().read_text().splitlines()[:300]
+    small.write_text("\n".join(lines) + "\n")
+    assert len(vocab.read_tiktoken_ranks(small)) == 300
+    small.write_text("\n".join(lines[:299]) + "\n")
+    assert len(vocab.read_tiktoken_ranks(small)) == 299
+    small.write_text("\n".join(lines[:299]) + "\nnot base64 at all\n")
+    with pytest.raises(TokenizerError, match=r"small\.tiktoken:300: not a tiktoken BPE file"):
+        vocab.read_tiktoken_ranks(small)
