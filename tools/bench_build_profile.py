@@ -3,8 +3,8 @@
 Used by tools/bench_build.py. The build runs with ``--workers 1`` in this process, so every
 phase runs here, one after the other, and the timers add up to the build's time: read/parse
 (inside the readers), encode, hash (validation hashes), batch + spill (the worker's own work
-around encoding), completion records, merge read, route + pack, shard assembly, compress,
-shard write + sha256, tokenizer load, encoder check, manifest + plan, publish. Wrapping a
+around encoding), completion records, merge read, route + pack, shard assembly, shard
+compress + write + sha256, tokenizer load, encoder check, manifest + plan, publish. Wrapping a
 function in a timer costs well under a microsecond a call: the wrapped calls are per batch,
 per chunk or per shard, except the reader's, which are per document (its wrapper's own cost
 is counted in read/parse, so that figure is an upper bound).
@@ -71,12 +71,24 @@ class Timers:
         setattr(owner, name, timed)
 
 
-class _TimedCompressor:
-    def __init__(self, real, timers: Timers):
-        self.real, self.timers = real, timers
+class _Inline:
+    """The completion records' background thread, run inline: phases stay one after the other."""
 
-    def compress(self, data):
-        return self.timers._run("shards: compress (zstd)", lambda: self.real.compress(data), False)
+    def __init__(self, *a, **k):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *a, **k):
+        from concurrent.futures import Future
+
+        f = Future()
+        f.set_result(fn(*a, **k))
+        return f
 
 
 def _instrument() -> Timers:
@@ -88,6 +100,7 @@ def _instrument() -> Timers:
     import mixer.builder.outdir as outdir
     import mixer.builder.reuse as reuse
     import mixer.builder.run_units as tokenize
+    import mixer.builder.task as task
     import mixer.builder.tiktoken_fast as fast
     import mixer.builder.tokenizer as tokenizer
     import mixer.builder.worker as worker
@@ -100,19 +113,13 @@ def _instrument() -> Timers:
     t.wrap(tokenizer.Encoder, "encode", "encode")
     t.wrap(worker, "text_hashes", "hash (validation)")
     t.wrap(worker._UnitWriter, "flush", "worker: batch + spill")
-    t.wrap(build, "run_unit", "worker: per document")
+    t.wrap(task, "run_unit", "worker: per document")
     t.wrap(tokenize, "save_record", "completion records (fsync)")
     t.wrap(merge, "_chunks", "merge: read spill", generator=True)
     t.wrap(merge.SourceMerge, "_pack", "merge: route + pack")
     t.wrap(shards.ShardWriter, "write", "shards: assemble")
-    t.wrap(shards.ShardWriter, "_flush", "shards: write + sha256")
-    real_init = shards.ShardWriter.__init__
-
-    def init(self, *a, **k):
-        real_init(self, *a, **k)
-        self._zstd = _TimedCompressor(self._zstd, t)
-
-    shards.ShardWriter.__init__ = init
+    t.wrap(shards.ShardWriter, "_flush", "shards: compress (zstd) + write + sha256")
+    tokenize.ThreadPoolExecutor = _Inline
     t.wrap(tokenizer, "read_tiktoken_ranks", "tokenizer: read ranks")
     t.wrap(fast, "read_tiktoken_ranks", "worker setup: read ranks")
     t.wrap(tokenizer, "load_tokenizer", "tokenizer: tokenizer.json")
