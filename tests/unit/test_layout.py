@@ -147,3 +147,20 @@ def test_modules_and_functions_are_small():
             if function and node.end_lineno - node.lineno + 1 > 60:
                 long_functions.append(f"{name}.{node.name}")
     assert not long_modules and not long_functions, (long_modules, long_functions)
+
+
+def test_a_build_worker_imports_what_a_unit_needs_not_the_whole_build():
+    """A spawned worker unpickles `mixer.builder.task`'s functions: that import must not pull in
+    the orchestration (rich, the decisions, the records), which doubled every worker's start."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mixer.builder.task, mixer.builder.gigatoken_fast, mixer.builder.tiktoken_fast;"
+        "print(sorted(m for m in ('mixer.builder.orchestrate', 'rich', 'click', 'tokenizers')"
+        " if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    got = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.strip() == "[]"
