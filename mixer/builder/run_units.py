@@ -11,6 +11,7 @@ and no merge happen before it passes.
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,10 @@ def tokenize(
     # completion records are flushed to disk off the thread that merges (0.4 s of waiting on
     # the disk for 156 MB), and all of them before this returns
     with bar, ThreadPoolExecutor(1, thread_name_prefix="mixer-records") as records:
+
+        def save(spec, unit, result):
+            return records.submit(save_record, work, unit, key(spec, unit), result, itemsize)
+
         while True:
             gate = _Gate(bar)
             here = engine[0] != "ray" and workers == 1  # the units run in this process
@@ -107,16 +112,25 @@ def tokenize(
                         continue  # leaving `with` stops the workers
                 bar.note(verdict.message)
                 gate.release()
-                saved = []
-                for r in fresh:
-                    s, u = schedule.inflight[0]
-                    saved.append(records.submit(save_record, work, u, key(s, u), r, itemsize))
-                    if engine[0] == "ray":  # Ray tasks report when they are done
-                        bar.update("unit", r.source, r.index, r.documents, r.tokens, r.bytes)
-                    schedule.result(r)
-                for f in saved:
-                    f.result()  # a record that could not be written (a full disk) fails here
+                _collect(fresh, schedule, save, bar if engine[0] == "ray" else None)
                 return verdict
+
+
+def _collect(fresh, schedule: Schedule, save: Callable, bar: BuildProgress | None) -> None:
+    """Each result handed on in unit order (``schedule.result``), its completion record written
+    by ``save(spec, unit, result)`` (a future: on the records' thread). ``bar``: report each
+    unit as it is taken (Ray tasks send no events of their own)."""
+    saved: collections.deque = collections.deque()
+    for r in fresh:
+        s, u = schedule.inflight[0]
+        saved.append(save(s, u, r))
+        while saved and (saved[0].done() or len(saved) > 64):
+            saved.popleft().result()  # a record not written (a full disk) fails here
+        if bar is not None:
+            bar.update("unit", r.source, r.index, r.documents, r.tokens, r.bytes)
+        schedule.result(r)
+    while saved:
+        saved.popleft().result()
 
 
 def reused_loader(work, key: Callable, limits: dict, bar: BuildProgress) -> Callable:

@@ -99,3 +99,28 @@ def test_simulated_unwritable_output_folder(tmp_path, cli, monkeypatch):
     assert result.exit_code == 2
     assert "cannot write there (Permission denied); choose another output" in result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.lock").exists()
+
+
+def test_simulated_full_disk_while_writing_completion_records(tmp_path, cli, monkeypatch):
+    """Completion records are written on a background thread: a failure there is still the
+    build's one line, and the previous output stays."""
+    import mixer.builder.run_units
+
+    out = tmp_path / "out"
+    assert cli("build", recipe_in(tmp_path, out), "-w", "1").exit_code == 0
+    before = Manifest.load(out).fingerprint
+    real = mixer.builder.run_units.save_record
+    calls = []
+
+    def no_space(work, unit, *args):
+        calls.append(unit)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(work / "units" / "rec"))
+        return real(work, unit, *args)
+
+    monkeypatch.setattr(mixer.builder.run_units, "save_record", no_space)
+    result = cli("build", recipe_in(tmp_path, out, ("web", "zh")), "-w", "1", "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1
+    assert "rec: no space left on the device; free space and rerun" in result.output
+    assert Manifest.load(out).fingerprint == before
